@@ -1,0 +1,274 @@
+"""The composition root: the only module that knows every concrete class.
+
+It builds config → keys → database → flows → services → channels → scheduler, owns the
+order in which they start and stop, and wires each inbound message through the inbox to the
+router. Everything else sees only ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.config import Config
+from bot.conversation.loader import load_flows
+from bot.conversation.model import FlowSet
+from bot.conversation.service import CaseTexts, ConversationService
+from bot.core.clock import Clock
+from bot.core.messages import Address, InboundMessage, Priority
+from bot.core.ports import Channel
+from bot.core.records import OutboxItem
+from bot.outbox import LEASE, OutboxSender
+from bot.paging.directory import Directory, ResponderEntry
+from bot.paging.service import PagingService
+from bot.triage.rules import RuleSet, load_rules
+from db import migrate
+from db.base import InstanceLock, create_engine, instance_lock
+from db.crypto import KeyRing
+from db.store import Store
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FLOWS_DIR = PROJECT_ROOT / "flows"
+TICK_SECONDS = 1.0
+SORRY = (
+    "Sorry — something went wrong on our side while reading your message. It was received. "
+    "If you are in danger, send SOS."
+)
+
+
+def flows_dir(config: Config) -> Path:
+    """Return the flows directory the config names, or the project's own."""
+    return config.flows.dir or DEFAULT_FLOWS_DIR
+
+
+def load_flow_data(config: Config) -> tuple[FlowSet, RuleSet]:
+    """Load and validate the flows and triage rules (raises ``FlowError`` naming file and step)."""
+    directory = flows_dir(config)
+    flows = load_flows(directory, config.flows.language)
+    return flows, load_rules(directory, flows)
+
+
+def directory_from(config: Config, active_channels: set[str]) -> Directory:
+    """Build the responder directory from the config, limited to ``active_channels``."""
+    entries = []
+    for responder in config.responders:
+        addresses = []
+        if responder.console:
+            addresses.append(Address("console", responder.name))
+        if responder.signal:
+            addresses.append(Address("signal", responder.signal))
+        if responder.telegram is not None:
+            addresses.append(Address("telegram", str(responder.telegram)))
+        entries.append(ResponderEntry(responder.name, tuple(addresses)))
+    return Directory(entries, active_channels)
+
+
+@dataclass
+class App:
+    """A running defender-intake: inbox → router → services → outbox → channels.
+
+    Build it with :func:`open_app`; close it with :meth:`close`.
+    """
+
+    config: Config
+    engine: AsyncEngine
+    store: Store
+    clock: Clock
+    channels: Mapping[str, Channel]
+    conversations: ConversationService
+    paging: PagingService
+    sender: OutboxSender
+    lock: InstanceLock | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _scheduler: AsyncIOScheduler | None = None
+
+    # -- the path of one message ---------------------------------------------------------
+
+    async def receive(self, message: InboundMessage) -> bool:
+        """Store ``message`` in the inbox, then process it; return False for a duplicate.
+
+        Once this returns, the message and everything it caused are committed; a crash
+        between storing and processing is repaired by :meth:`recover`.
+        """
+        async with self.store.transaction() as tx:
+            inbox_id = await tx.inbox_add(message, self.clock.now())
+        if inbox_id is None:
+            log.info("inbox.duplicate channel=%s", message.sender.channel)
+            return False
+        await self._process(inbox_id, message)
+        return True
+
+    async def _process(self, inbox_id: str, message: InboundMessage) -> None:
+        now = self.clock.now()
+        try:
+            async with self.store.transaction() as tx:
+                responder = self.paging.directory.responder_at(message.sender)
+                if responder is not None:
+                    await self.paging.command(
+                        tx, responder, message.sender, message.text, now, inbox_id
+                    )
+                else:
+                    await self.conversations.handle(tx, inbox_id, message.sender, message.text, now)
+                await tx.inbox_finish(inbox_id, now)
+        except Exception:
+            log.exception("inbox.process_failed id=%s", inbox_id)
+            async with self.store.transaction() as tx:
+                await tx.inbox_finish(inbox_id, now, failed=True)
+                await tx.log("inbox.process_failed", now, detail=inbox_id)
+                await tx.outbox_add(
+                    OutboxItem(
+                        idempotency_key=f"sorry:{inbox_id}",
+                        kind="reply",
+                        priority=Priority.URGENT,
+                        recipient=message.sender,
+                        text=SORRY,
+                    ),
+                    now,
+                )
+        self.wake()
+
+    async def recover(self) -> int:
+        """Process inbox messages stored but not processed before a crash; return how many."""
+        async with self.store.transaction() as tx:
+            pending = await tx.inbox_pending()
+        for inbox_id, message in pending:
+            await self._process(inbox_id, message)
+        if pending:
+            log.warning("inbox.recovered count=%s", len(pending))
+        return len(pending)
+
+    async def tick(self) -> int:
+        """Advance due escalations (one transaction) and wake the sender; return steps fired."""
+        async with self.store.transaction() as tx:
+            fired = await self.paging.tick(tx, self.clock.now())
+        if fired:
+            self.wake()
+        return fired
+
+    async def drain(self) -> int:
+        """Send everything due now; return how many messages were delivered."""
+        return await self.sender.send_due()
+
+    def wake(self) -> None:
+        """Wake the outbox sender at once."""
+        self._wake.set()
+
+    # -- background work -----------------------------------------------------------------
+
+    async def _sender_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+            self._wake.clear()
+            try:
+                await self.sender.send_due()
+            except Exception:
+                log.exception("outbox.sender_failed")
+
+    async def _safe_tick(self) -> None:
+        try:
+            await self.tick()
+        except Exception:
+            log.exception("escalation.tick_failed")
+
+    def start_background(self) -> None:
+        """Start the escalation tick (APScheduler, every second) and the outbox sender."""
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(
+            self._safe_tick,
+            "interval",
+            seconds=TICK_SECONDS,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=30,
+            id="escalation-tick",
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+        self._tasks.append(asyncio.create_task(self._sender_loop(), name="outbox-sender"))
+
+    async def stop_background(self) -> None:
+        """Stop the tick and the sender (a message in hand is finished by its lease rules)."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def close(self) -> None:
+        """Stop background work, close the database and release the instance lock."""
+        await self.stop_background()
+        await self.engine.dispose()
+        if self.lock is not None:
+            self.lock.release()
+
+
+async def open_app(
+    config: Config,
+    keyring: KeyRing,
+    clock: Clock,
+    channels: Mapping[str, Channel],
+    *,
+    flow_data: tuple[FlowSet, RuleSet] | None = None,
+    sender_lease: timedelta | None = None,
+) -> App:
+    """Build an :class:`App`: take the instance lock, migrate the database, load the flows.
+
+    Raises ``DatabaseInUse`` when another process runs on the same SQLite file and
+    ``FlowError`` when the flows are invalid.
+    """
+    flows, rules = flow_data or load_flow_data(config)
+    lock = instance_lock(config.database.url)
+    if lock is not None:
+        lock.acquire()
+    try:
+        engine = create_engine(config.database.url)
+        before, after = await migrate.upgrade(engine)
+        if before != after:
+            log.info("db.migrated from=%s to=%s", before, after)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    store = Store(engine, keyring)
+    directory = directory_from(config, set(channels))
+    texts = CaseTexts(flows, config.flows.language)
+    paging = PagingService(
+        directory=directory,
+        policies=dict(config.paging),
+        describe=texts.describe,
+        detail_lines=texts.detail_lines,
+        defender_text=texts.defender_text,
+        default_language=config.flows.language,
+    )
+    conversations = ConversationService(
+        flows, rules, paging, config.flows.language, config.limits.max_message_chars
+    )
+    sender = OutboxSender(store, channels, clock, lease=sender_lease or LEASE)
+    return App(
+        config=config,
+        engine=engine,
+        store=store,
+        clock=clock,
+        channels=channels,
+        conversations=conversations,
+        paging=paging,
+        sender=sender,
+        lock=lock,
+    )

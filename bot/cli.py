@@ -1,0 +1,225 @@
+"""The ``intake`` command line (click: well-kept, composable subcommands, generated help)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bot.app import PROJECT_ROOT, flows_dir, load_flow_data
+from bot.config import Config, ConfigError, load_config
+from bot.conversation.loader import FlowError
+from bot.observability import setup_logging
+from db.base import DatabaseInUse
+from db.crypto import CryptoError, create_keyring, load_keyring, rotate_kek
+
+EXAMPLE_CONFIG = PROJECT_ROOT / "config.example.toml"
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The TOML config file (see config.example.toml).",
+)
+
+
+def _load(path: Path | None, *, default_example: bool) -> Config:
+    if path is None:
+        if not default_example:
+            raise click.UsageError("give the config file with -c FILE")
+        path = EXAMPLE_CONFIG
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(f"invalid configuration:\n{exc}") from None
+
+
+def _run(coroutine: Any) -> Any:
+    try:
+        return asyncio.run(coroutine)
+    except (FlowError, CryptoError, DatabaseInUse) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """defender-intake: secure emergency intake and on-call paging for human rights defenders.
+
+    A defender writes (or sends SOS); the bot asks a few questions, stores the answers
+    encrypted, decides how urgent it is, and pages on-call responders until one takes the case.
+    Start with `intake shell` to try everything on your own terminal.
+    """
+
+
+@main.command()
+@config_option
+@click.option(
+    "--linger",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="After the end of input, keep running this long so escalation timers can fire.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="WARNING",
+    show_default=True,
+    help="Log level on stderr (logs carry event names and ids only).",
+)
+def shell(config_path: Path | None, linger: float, log_level: str) -> None:
+    """Chat with the bot on this terminal — no token, no account, no network.
+
+    Uses config.example.toml unless -c is given: a SQLite file and development keys under
+    intake-data/, both created on first start. Each line you type is said by the defender;
+    a line starting with @NAME is said by responder NAME (e.g. `@alice ack K7Q2`). Every
+    output line shows whom it is for, e.g. `[to alice] CRITICAL case K7Q2`.
+
+    Reads a script from stdin too: lines are handled in order, output is flushed as it is
+    produced, and at end of input the shell exits once nothing is left to send.
+    """
+    from bot.shell import run_shell
+
+    config = _load(config_path, default_example=True)
+    setup_logging(log_level.upper())
+    sys.exit(_run(run_shell(config, linger=linger)))
+
+
+@main.command()
+@config_option
+def run(config_path: Path | None) -> None:
+    """Run every enabled channel, the escalation engine and the outbox sender.
+
+    Refuses the example's placeholder values and development keys: real cases need real
+    keys (`intake keys init`) and real responder addresses.
+    """
+    config = _load(config_path, default_example=False)
+    problems = config.example_values()
+    try:
+        keyring = load_keyring(config.keys.dir, os.environ)
+        if keyring.development:
+            problems.append(
+                f"{config.keys.dir}: these are development keys made by `intake shell`; "
+                "create real ones with `intake keys init --dir DIR` (and keep a backup)"
+            )
+    except CryptoError as exc:
+        problems.append(str(exc))
+    channels = [name for name in ("telegram", "signal") if getattr(config, name).enabled]
+    if not channels:
+        problems.append(
+            f"{config.source}: no channel is enabled; set [telegram] enabled = true or "
+            "[signal] enabled = true — or try the bot locally with `intake shell`"
+        )
+    else:
+        problems.append(
+            f"{config.source}: the {' and '.join(channels)} channel is not part of this "
+            "version yet (it arrives with the Telegram and Signal issue); use `intake shell`"
+        )
+    raise click.ClickException("cannot start:\n" + "\n".join(problems))
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: Path | None) -> None:
+    """Create the database or apply every missing migration (safe to run any time)."""
+    from db import migrate
+    from db.base import create_engine
+
+    config = _load(config_path, default_example=True)
+
+    async def upgrade() -> tuple[str | None, str]:
+        engine = create_engine(config.database.url)
+        try:
+            return await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    before, after = _run(upgrade())
+    if before == after:
+        click.echo(f"database already at revision {after}")
+    else:
+        click.echo(f"database upgraded from {before or 'empty'} to revision {after}")
+
+
+@main.group()
+def keys() -> None:
+    """Key management: the server key that wraps every data key, and the identity pepper."""
+
+
+def _key_dir(config_path: Path | None, directory: Path | None) -> Path:
+    if directory is not None:
+        return directory
+    return _load(config_path, default_example=False).keys.dir
+
+
+@keys.command("init")
+@config_option
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Key directory (default: [keys] dir of the config).",
+)
+def keys_init(config_path: Path | None, directory: Path | None) -> None:
+    """Create production keys (mode 0600). Back the file up offline: without it, every
+    stored case is unreadable."""
+    key_dir = _key_dir(config_path, directory)
+    try:
+        keyring = create_keyring(key_dir, development=False)
+    except CryptoError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"created keys in {key_dir} (key id {keyring.current_kid}); back this file up offline"
+    )
+
+
+@keys.command("rotate")
+@config_option
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Key directory (default: [keys] dir of the config).",
+)
+def keys_rotate(config_path: Path | None, directory: Path | None) -> None:
+    """Add a new server key and make it current; old keys stay so old data still opens."""
+    key_dir = _key_dir(config_path, directory)
+    try:
+        keyring = rotate_kek(key_dir)
+    except CryptoError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"new current key id {keyring.current_kid} in {key_dir}")
+
+
+@main.group()
+def flows() -> None:
+    """Flow definitions (flows/*.toml)."""
+
+
+@flows.command("check")
+@config_option
+def flows_check(config_path: Path | None) -> None:
+    """Validate every flow, the shared texts and the triage rules; list every problem."""
+    config = _load(config_path, default_example=True)
+    try:
+        loaded, rules = load_flow_data(config)
+    except FlowError as exc:
+        raise click.ClickException(
+            f"{len(exc.problems)} problem(s) in {flows_dir(config)}:\n{exc}"
+        ) from None
+    names = ", ".join(sorted(loaded.flows))
+    where = flows_dir(config)
+    click.echo(
+        f"ok: {len(loaded.flows)} flows ({names}) and {len(rules.rules)} triage rules in {where}"
+    )

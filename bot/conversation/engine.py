@@ -1,0 +1,312 @@
+"""The conversation engine: a pure function from (flows, session, input, now) to the new
+session and the effects the service must carry out.
+
+It never awaits, never touches storage or channels, and never reads the clock: everything it
+knows arrives as arguments, so every behaviour is a table test away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from bot.conversation.model import Flow, FlowKind, FlowSet, Outcome, Step, StepType
+
+COMMANDS = ("/start", "/help", "/cancel", "/status")
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Where one defender is in the conversation; stored encrypted after every step.
+
+    Attributes:
+        language: the language texts are shown in.
+        flow: the flow in progress, if any.
+        step: the step waiting for an answer, if any.
+        answers: draft answers of an intake in progress (step id -> answer; None = skipped).
+        case_ref: the case opened by the SOS flow in progress (bound by the service).
+        touched_at: when the session last changed (epoch ms), for draft expiry.
+    """
+
+    language: str
+    flow: str | None = None
+    step: str | None = None
+    answers: Mapping[str, str | None] = field(default_factory=dict)
+    case_ref: str | None = None
+    touched_at: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict; :meth:`from_dict` reverses it."""
+        return {
+            "v": 1,
+            "language": self.language,
+            "flow": self.flow,
+            "step": self.step,
+            "answers": dict(self.answers),
+            "case_ref": self.case_ref,
+            "touched_at": self.touched_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Session:
+        """Rebuild a session saved by :meth:`to_dict`."""
+        return cls(
+            language=str(data["language"]),
+            flow=data.get("flow"),
+            step=data.get("step"),
+            answers=dict(data.get("answers") or {}),
+            case_ref=data.get("case_ref"),
+            touched_at=int(data.get("touched_at", 0)),
+        )
+
+    def idle(self) -> Session:
+        """Return this session with no flow in progress and no draft."""
+        return replace(self, flow=None, step=None, answers={}, case_ref=None)
+
+
+@dataclass(frozen=True, slots=True)
+class StepInput:
+    """One cleaned message and the facts about the defender the engine may need.
+
+    Attributes:
+        text: the cleaned text (see :func:`bot.core.text.clean_input`).
+        truncated_to: the limit the text was cut to, or None if it was not cut.
+        open_case_ref: the reference of the defender's most recent open case, if any.
+    """
+
+    text: str
+    truncated_to: int | None = None
+    open_case_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Say ``text`` to the defender."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCase:
+    """Open a case (or, for SOS, reuse the defender's open SOS case) and tell the defender.
+
+    Attributes:
+        kind: the flow kind that opens it.
+        flow_id: the flow, for texts.
+        tier_floor: the lowest tier the case may get (SOS: critical).
+        answers: the answers to triage and store.
+        reply_key: the text to send once the case exists; it gets ``{ref}``.
+        repeat_key: for SOS, the text when an open SOS case is reused.
+    """
+
+    kind: FlowKind
+    flow_id: str
+    tier_floor: str | None
+    answers: Mapping[str, str | None]
+    reply_key: str
+    repeat_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddToCase:
+    """Add ``value`` under ``label`` to case ``ref`` and pass it to its responders."""
+
+    ref: str
+    label: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShowStatus:
+    """Tell the defender the state of their cases (no details)."""
+
+
+Effect = Reply | OpenCase | AddToCase | ShowStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """The new session and the effects, in the order they must happen."""
+
+    session: Session
+    effects: tuple[Effect, ...]
+
+
+def is_sos(flows: FlowSet, text: str) -> bool:
+    """Return True when the whole message is an SOS word of any language (any case)."""
+    folded = text.strip().casefold()
+    return any(folded in words.get("sos_words", ()) for words in flows.catalog.words.values())
+
+
+def step(flows: FlowSet, session: Session, message: StepInput, now: datetime) -> StepResult:
+    """Advance ``session`` by one message.
+
+    Guarantees: SOS always opens (or re-alerts) a critical case first, whatever flow is in
+    progress; every message gets at least one reply or effect (never a silent drop); an intake's
+    answers are only handed over for storage after a "yes" to consent; ``/cancel`` deletes the
+    draft.
+    """
+    session = replace(session, touched_at=int(now.timestamp() * 1000))
+    before: list[Effect] = []
+    if message.truncated_to is not None:
+        before.append(Reply(flows.text(session.language, "truncated", limit=message.truncated_to)))
+    text = message.text
+    if is_sos(flows, text):
+        return _start_sos(flows, session, before)
+    if not text:
+        return StepResult(session, (*before, Reply(flows.text(session.language, "empty"))))
+    if text.startswith("/"):
+        return _command(flows, session, message, before)
+    if session.flow is None or session.step is None:
+        if message.open_case_ref is not None:
+            ref = message.open_case_ref
+            reply = Reply(flows.text(session.language, "added_to_case", ref=ref))
+            return StepResult(session, (*before, AddToCase(ref, "message", text), reply))
+        return _start_intake(flows, session, before)
+    flow = flows.flows[session.flow]
+    return _answer(flows, flow, session, flow.steps[session.step], text, before)
+
+
+def question(flows: FlowSet, flow: Flow, current: Step, language: str) -> str:
+    """Render the prompt of ``current`` with numbered options and how to skip it."""
+    lines = [flows.text(language, current.id, flow)]
+    if current.type is StepType.CHOICE:
+        for number, option in enumerate(current.options, start=1):
+            lines.append(f"{number}. {flows.text(language, f'{current.id}.{option}', flow)}")
+        hint = flows.text(language, "choice_hint") + " " + flows.text(language, "skip_hint")
+        lines.append(hint)
+    elif current.type is StepType.YESNO:
+        lines.append(f"1. {flows.text(language, 'option.yes')}")
+        lines.append(f"2. {flows.text(language, 'option.no')}")
+        lines.append(flows.text(language, "skip_hint"))
+    else:
+        lines.append(flows.text(language, "text_skip_hint"))
+    return "\n".join(lines)
+
+
+def _start_sos(flows: FlowSet, session: Session, before: list[Effect]) -> StepResult:
+    flow = flows.by_kind(FlowKind.SOS)
+    first = flow.steps[flow.start]
+    opened = OpenCase(
+        kind=FlowKind.SOS,
+        flow_id=flow.id,
+        tier_floor=flow.tier,
+        answers={},
+        reply_key="opened",
+        repeat_key="repeated",
+    )
+    new = replace(session.idle(), flow=flow.id, step=first.id)
+    ask = Reply(question(flows, flow, first, session.language))
+    return StepResult(new, (*before, opened, ask))
+
+
+def _start_intake(flows: FlowSet, session: Session, before: list[Effect]) -> StepResult:
+    flow = flows.by_kind(FlowKind.INTAKE)
+    first = flow.steps[flow.start]
+    new = replace(session.idle(), flow=flow.id, step=first.id)
+    intro = Reply(flows.text(session.language, "intro", flow))
+    return StepResult(new, (*before, intro, Reply(question(flows, flow, first, new.language))))
+
+
+def _reask(flows: FlowSet, session: Session) -> tuple[Effect, ...]:
+    if session.flow is None or session.step is None:
+        return ()
+    flow = flows.flows[session.flow]
+    return (Reply(question(flows, flow, flow.steps[session.step], session.language)),)
+
+
+def _command(
+    flows: FlowSet, session: Session, message: StepInput, before: list[Effect]
+) -> StepResult:
+    command = message.text.split()[0].split("@", 1)[0].casefold()
+    language = session.language
+    if command == "/start":
+        return _start_intake(flows, session, before)
+    if command == "/help":
+        return StepResult(
+            session, (*before, Reply(flows.text(language, "help")), *_reask(flows, session))
+        )
+    if command == "/status":
+        return StepResult(session, (*before, ShowStatus(), *_reask(flows, session)))
+    if command == "/cancel":
+        if session.flow is None:
+            return StepResult(session, (*before, Reply(flows.text(language, "nothing_to_cancel"))))
+        flow = flows.flows[session.flow]
+        if flow.kind is FlowKind.SOS and session.case_ref is not None:
+            reply = Reply(flows.text(language, "cancelled_sos", ref=session.case_ref))
+        else:
+            reply = Reply(flows.text(language, "cancelled"))
+        return StepResult(session.idle(), (*before, reply))
+    unknown = Reply(flows.text(language, "unknown_command", command=command[:40]))
+    return StepResult(session, (*before, unknown, *_reask(flows, session)))
+
+
+def _parse_answer(
+    flows: FlowSet, flow: Flow, current: Step, text: str, language: str
+) -> tuple[bool, str | None]:
+    """Return (understood, answer); answer None means skipped."""
+    folded = text.casefold().strip().rstrip(".")
+    if folded in flows.words(language, "skip_words"):
+        return True, None
+    if current.type is StepType.TEXT:
+        return True, text
+    if current.type is StepType.YESNO:
+        if folded in flows.words(language, "yes_words"):
+            return True, "yes"
+        if folded in flows.words(language, "no_words"):
+            return True, "no"
+        return False, None
+    if folded.isdecimal():
+        number = int(folded)
+        if 1 <= number <= len(current.options):
+            return True, current.options[number - 1]
+        return False, None
+    for option in current.options:
+        if folded == flows.text(language, f"{current.id}.{option}", flow).casefold():
+            return True, option
+    return False, None
+
+
+def _answer(
+    flows: FlowSet,
+    flow: Flow,
+    session: Session,
+    current: Step,
+    text: str,
+    before: list[Effect],
+) -> StepResult:
+    language = session.language
+    understood, answer = _parse_answer(flows, flow, current, text, language)
+    if not understood:
+        count = len(current.options) if current.type is StepType.CHOICE else 2
+        return StepResult(
+            session, (*before, Reply(flows.text(language, "out_of_range", max=count)))
+        )
+    effects = list(before)
+    answers = dict(session.answers)
+    if current.append:
+        if answer is not None and session.case_ref is not None:
+            effects.append(AddToCase(session.case_ref, current.id, answer))
+    else:
+        answers[current.id] = answer
+    following = flow.steps[current.next_step(answers)]
+    if following.type is not StepType.END:
+        new = replace(session, step=following.id, answers=answers)
+        effects.append(Reply(question(flows, flow, following, language)))
+        return StepResult(new, tuple(effects))
+    if following.outcome is Outcome.SUBMIT:
+        effects.append(
+            OpenCase(
+                kind=flow.kind,
+                flow_id=flow.id,
+                tier_floor=flow.tier,
+                answers=answers,
+                reply_key=following.id,
+            )
+        )
+    else:
+        params = {"ref": session.case_ref} if following.outcome is Outcome.CLOSE else {}
+        effects.append(Reply(flows.text(language, following.id, flow, **params)))
+    return StepResult(session.idle(), tuple(effects))

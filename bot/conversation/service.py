@@ -1,0 +1,205 @@
+"""The conversation service: load the defender's session, run one pure engine step, carry
+out its effects, and store the session again — all in the caller's transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from bot.conversation import engine
+from bot.conversation.model import FlowKind, FlowSet, StepType
+from bot.core.messages import Address, Priority
+from bot.core.ports import Transaction
+from bot.core.records import CaseView, OutboxItem
+from bot.core.text import clean_input
+from bot.paging.service import CaseSummary, PagingService
+from bot.triage.rules import RuleSet, triage
+
+log = logging.getLogger(__name__)
+
+
+class ConversationService:
+    """Runs defenders' conversations.
+
+    Args:
+        flows: the loaded flows and texts.
+        rules: the triage rules.
+        paging: starts escalations and relays additions to responders.
+        default_language: the language of a new defender.
+        max_chars: the longest message kept; longer ones are cut and the defender is told.
+    """
+
+    def __init__(
+        self,
+        flows: FlowSet,
+        rules: RuleSet,
+        paging: PagingService,
+        default_language: str,
+        max_chars: int,
+    ) -> None:
+        self._flows = flows
+        self._rules = rules
+        self._paging = paging
+        self._default_language = default_language
+        self._max_chars = max_chars
+
+    async def handle(
+        self, tx: Transaction, key: str, sender: Address, raw_text: str, now: datetime
+    ) -> None:
+        """Process one message from a defender.
+
+        ``key`` (the inbox id) makes every message this step queues idempotent. Guarantees the
+        defender gets at least one reply, and that the session is stored (encrypted) before
+        the transaction commits.
+        """
+        defender = await tx.defender_for(sender, now)
+        if defender.session is not None:
+            session = engine.Session.from_dict(defender.session)
+        else:
+            session = engine.Session(language=self._default_language)
+        cleaned = clean_input(raw_text, self._max_chars)
+        cases = await tx.cases_of_defender(defender.id)
+        open_case = next((c for c in cases if c.status != "resolved"), None)
+        message = engine.StepInput(
+            text=cleaned.text,
+            truncated_to=self._max_chars if cleaned.truncated else None,
+            open_case_ref=open_case.ref if open_case else None,
+        )
+        result = engine.step(self._flows, session, message, now)
+        session = result.session
+        outgoing: list[str] = []
+        for index, effect in enumerate(result.effects):
+            if isinstance(effect, engine.Reply):
+                outgoing.append(effect.text)
+            elif isinstance(effect, engine.OpenCase):
+                case, text = await self._open_case(
+                    tx, defender.id, cases, effect, session, now, key
+                )
+                outgoing.append(text)
+                if effect.kind is FlowKind.SOS and session.flow == effect.flow_id:
+                    session = replace(session, case_ref=case.ref)
+            elif isinstance(effect, engine.AddToCase):
+                target = await tx.case_by_ref(effect.ref)
+                if target is None:  # pragma: no cover - refs come from this defender's own cases
+                    continue
+                await tx.case_add_entry(target.id, effect.label, effect.value, now)
+                await self._paging.relay(
+                    tx, target, effect.label, effect.value, now, f"{key}:{index}"
+                )
+            elif isinstance(effect, engine.ShowStatus):
+                outgoing.append(self._status(session.language, cases))
+        for index, text in enumerate(outgoing):
+            await tx.outbox_add(
+                OutboxItem(
+                    idempotency_key=f"reply:{key}:{index}",
+                    kind="reply",
+                    priority=Priority.URGENT,
+                    recipient=sender,
+                    text=text,
+                ),
+                now,
+            )
+        await tx.defender_save_session(defender.id, session.to_dict(), now)
+
+    async def _open_case(
+        self,
+        tx: Transaction,
+        defender_id: str,
+        cases: Sequence[CaseView],
+        effect: engine.OpenCase,
+        session: engine.Session,
+        now: datetime,
+        key: str,
+    ) -> tuple[CaseView, str]:
+        flow = self._flows.flows[effect.flow_id]
+        if effect.kind is FlowKind.SOS and effect.repeat_key is not None:
+            active = next((c for c in cases if c.kind == "sos" and c.status != "resolved"), None)
+            if active is not None:
+                await tx.log("case.sos_repeated", now, case_id=active.id, actor="defender")
+                await self._paging.relay(tx, active, "SOS", "SOS sent again", now, f"{key}:sos")
+                text = self._flows.text(session.language, effect.repeat_key, flow, ref=active.ref)
+                return active, text
+        result = triage(self._rules, effect.answers, effect.tier_floor)
+        details = {
+            "flow": effect.flow_id,
+            "kind": effect.kind.value,
+            "answers": dict(effect.answers),
+            "reasons": list(result.reasons),
+            "language": session.language,
+        }
+        case = await tx.case_open(defender_id, effect.kind.value, result.tier, details, now)
+        await tx.log(
+            "case.opened", now, case_id=case.id, actor="defender", detail=f"tier={case.tier}"
+        )
+        log.info("case.opened case=%s kind=%s tier=%s", case.id, case.kind, case.tier)
+        await self._paging.start(tx, case, now)
+        return case, self._flows.text(session.language, effect.reply_key, flow, ref=case.ref)
+
+    def _status(self, language: str, cases: Sequence[CaseView]) -> str:
+        if not cases:
+            return self._flows.text(language, "status_none")
+        lines = [self._flows.text(language, "status_header")]
+        for case in cases[:5]:
+            lines.append(self._flows.text(language, f"status.{case.status}", ref=case.ref))
+        return "\n".join(lines)
+
+
+class CaseTexts:
+    """How a case is shown: the summary a page may carry, the details the responder who
+    takes it sees, and the defender's notices — rendered from the flow texts."""
+
+    def __init__(self, flows: FlowSet, default_language: str) -> None:
+        self._flows = flows
+        self._default_language = default_language
+
+    def describe(self, details: Mapping[str, Any], added: Sequence[tuple[str, str]]) -> CaseSummary:
+        """Return the type and coarse place of a case for a page (never more than that)."""
+        language = self._default_language
+        answers: Mapping[str, Any] = details.get("answers", {})
+        if details.get("kind") == FlowKind.SOS.value:
+            label = "SOS alert"
+        elif answers.get("what"):
+            flow = self._flows.flows[details["flow"]]
+            label = self._flows.text(language, f"what.{answers['what']}", flow)
+        else:
+            label = "Emergency intake (type not given)"
+        place = answers.get("where") or next((v for k, v in reversed(added) if k == "where"), None)
+        if place:
+            place = " ".join(str(place).split())
+            place = place if len(place) <= 60 else place[:59] + "…"
+        return CaseSummary(kind_label=label, place=place or None)
+
+    def detail_lines(
+        self, details: Mapping[str, Any], added: Sequence[tuple[str, str]]
+    ) -> list[str]:
+        """Return every answer and addition of a case, labelled, for the responder who has it."""
+        language = self._default_language
+        lines: list[str] = []
+        flow = self._flows.flows.get(str(details.get("flow")))
+        answers: Mapping[str, Any] = details.get("answers", {})
+        if flow is not None:
+            for step_id, value in answers.items():
+                step = flow.steps.get(step_id)
+                if step is None:
+                    continue
+                question = self._flows.text(language, step_id, flow).split("?")[0].split(".")[0]
+                if value is None:
+                    shown = "(skipped)"
+                elif step.type is StepType.CHOICE:
+                    shown = self._flows.text(language, f"{step_id}.{value}", flow)
+                else:
+                    shown = str(value)
+                lines.append(f"{question}: {shown}")
+        reasons = details.get("reasons") or []
+        if reasons:
+            lines.append("Why this tier: " + "; ".join(reasons))
+        for label, value in added:
+            lines.append(f"Added ({label}): {value}")
+        return lines
+
+    def defender_text(self, key: str, language: str, ref: str) -> str:
+        """Render a catalog text for a defender (used by paging for taken/resolved notices)."""
+        return self._flows.text(language, key, ref=ref)

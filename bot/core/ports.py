@@ -1,0 +1,200 @@
+"""The ports the services need, as Protocols: the storage adapter in ``db/`` implements them,
+the services depend only on these, and tests may substitute their own."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from bot.core.messages import Address, InboundMessage, OutboundMessage
+from bot.core.records import (
+    CaseView,
+    ClaimedMessage,
+    DefenderView,
+    EscalationView,
+    OutboxItem,
+)
+
+
+class Transaction(Protocol):
+    """One atomic unit of work over the stored state (see ``db.store.Transaction``)."""
+
+    async def log(
+        self,
+        event: str,
+        now: datetime,
+        *,
+        case_id: str | None = None,
+        actor: str = "system",
+        detail: str | None = None,
+    ) -> None:
+        """Append an entry to the event log. ``detail`` must hold ids and names, never content."""
+        ...
+
+    async def inbox_add(self, message: InboundMessage, now: datetime) -> str | None:
+        """Store ``message`` encrypted; return its inbox id, or None if it was seen before."""
+        ...
+
+    async def inbox_pending(self, limit: int = 100) -> list[tuple[str, InboundMessage]]:
+        """Return unprocessed inbox messages, oldest first."""
+        ...
+
+    async def inbox_finish(self, inbox_id: str, now: datetime, *, failed: bool = False) -> None:
+        """Mark a message processed (or failed) and destroy its content and key."""
+        ...
+
+    async def defender_for(self, address: Address, now: datetime) -> DefenderView:
+        """Return the defender behind ``address``, creating the record on first contact."""
+        ...
+
+    async def defender_save_session(
+        self, defender_id: str, session: Mapping[str, Any] | None, now: datetime
+    ) -> None:
+        """Store the defender's conversation session, encrypted (None clears it)."""
+        ...
+
+    async def defender_contact(self, defender_id: str) -> tuple[Address, dict[str, Any] | None]:
+        """Return the defender's address and stored session (for their language)."""
+        ...
+
+    async def case_open(
+        self, defender_id: str, kind: str, tier: str, details: Mapping[str, Any], now: datetime
+    ) -> CaseView:
+        """Open a case with a fresh unique reference and its details encrypted."""
+        ...
+
+    async def case_by_ref(self, ref: str) -> CaseView | None:
+        """Return the case with reference ``ref`` (canonical form), if any."""
+        ...
+
+    async def case_by_id(self, case_id: str) -> CaseView:
+        """Return the case ``case_id`` (it must exist)."""
+        ...
+
+    async def cases_open(self) -> list[CaseView]:
+        """Return every case not yet resolved, oldest first."""
+        ...
+
+    async def cases_of_defender(self, defender_id: str) -> list[CaseView]:
+        """Return the defender's cases, newest first."""
+        ...
+
+    async def case_details(self, case_id: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """Return a case's decrypted details and its added entries (label, value), in order."""
+        ...
+
+    async def case_add_entry(self, case_id: str, label: str, value: str, now: datetime) -> None:
+        """Append ``value`` to the case, encrypted with the case's key."""
+        ...
+
+    async def case_take(self, case_id: str, responder: str, now: datetime) -> bool:
+        """Mark an open case taken by ``responder``; False if it was no longer open."""
+        ...
+
+    async def case_resolve(
+        self, case_id: str, responder: str, note: str | None, now: datetime
+    ) -> bool:
+        """Mark a case resolved (note encrypted); False if it was already resolved."""
+        ...
+
+    async def escalation_save(
+        self,
+        case_id: str,
+        tier: str,
+        state: str,
+        step: int,
+        loop: int,
+        next_due_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Create or update the escalation of ``case_id``."""
+        ...
+
+    async def escalation_of(self, case_id: str) -> EscalationView | None:
+        """Return the escalation of ``case_id``, if it has one."""
+        ...
+
+    async def escalations_due(self, now: datetime, limit: int = 100) -> list[EscalationView]:
+        """Return active escalations whose next step is due, most overdue first.
+
+        On PostgreSQL the rows are locked (``FOR UPDATE SKIP LOCKED``) so that several
+        instances never advance the same escalation; on SQLite the write lock does that.
+        """
+        ...
+
+    async def escalation_stop(self, case_id: str, state: str, now: datetime) -> None:
+        """End the escalation of ``case_id`` with ``state`` (acked, cancelled, exhausted)."""
+        ...
+
+    async def escalation_hurry(self, case_id: str, loop: int, step: int, now: datetime) -> bool:
+        """Make the next step due now if the escalation is still at (loop, step) and active."""
+        ...
+
+    async def outbox_add(self, item: OutboxItem, now: datetime) -> bool:
+        """Queue ``item`` for sending now; False if its idempotency key was queued before."""
+        ...
+
+    async def outbox_cancel_pages(self, case_id: str) -> int:
+        """Cancel every page of ``case_id`` not yet claimed; return how many."""
+        ...
+
+    async def paged_responders(self, case_id: str) -> list[str]:
+        """Return the names of responders paged for ``case_id`` so far (not cancelled)."""
+        ...
+
+    async def outbox_due_count(self, channels: Sequence[str], now: datetime) -> int:
+        """Return how many messages for ``channels`` are waiting to be sent now."""
+        ...
+
+    async def outbox_claim(
+        self, channels: Sequence[str], now: datetime, lease: timedelta, limit: int = 20
+    ) -> list[ClaimedMessage]:
+        """Claim up to ``limit`` due messages, most urgent first, under a lease.
+
+        A row found in ``sending`` past its lease was being sent when a process died: its
+        outcome is unknown, so it is claimed once more as a repeat; a row whose repeat's
+        outcome is unknown too is marked failed, never sent a third time.
+        """
+        ...
+
+    async def outbox_sent(self, message_id: str, token: str, now: datetime) -> bool:
+        """Record a delivery; False if the claim had been lost (a repeat may follow)."""
+        ...
+
+    async def outbox_retry(
+        self, message_id: str, token: str, at: datetime, error: str, *, ambiguous: bool = False
+    ) -> str:
+        """Put a claimed row back to pending until ``at``; return its new state.
+
+        With ``ambiguous`` (the outcome of this attempt is unknown), a row that was already a
+        repeat is failed instead: it is never sent a third time.
+        """
+        ...
+
+    async def outbox_failed(self, message_id: str, token: str, error: str) -> bool:
+        """Record a permanent refusal; False if the claim had been lost."""
+        ...
+
+    async def purge_sent(self, before: datetime) -> int:
+        """Delete finished outbox rows older than ``before`` (their content is already gone)."""
+        ...
+
+
+class Store(Protocol):
+    """Opens transactions."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """Return a context manager yielding a transaction that commits on success."""
+        ...
+
+
+class Channel(Protocol):
+    """A transport the outbox sender can deliver through."""
+
+    name: str
+
+    async def send(self, message: OutboundMessage) -> None:
+        """Deliver ``message`` or raise a ``bot.core.messages.DeliveryError`` subclass."""
+        ...

@@ -1,0 +1,76 @@
+"""Plain records the storage port returns and accepts: no ORM rows leave the database layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bot.core.messages import Address
+
+
+@dataclass(frozen=True, slots=True)
+class DefenderView:
+    """A defender as the services see them."""
+
+    id: str
+    session: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseView:
+    """A case without its content."""
+
+    id: str
+    ref: str
+    defender_id: str
+    kind: str
+    tier: str
+    status: str
+    taken_by: str | None
+    created_at: datetime
+    resolved_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationView:
+    """A case's position on its paging ladder."""
+
+    case_id: str
+    tier: str
+    state: str
+    step: int
+    loop: int
+    next_due_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A message to queue. ``idempotency_key`` is derived from the decision, not the attempt,
+    so deciding twice queues once."""
+
+    idempotency_key: str
+    kind: str
+    priority: int
+    recipient: Address
+    text: str
+    case_id: str | None = None
+    responder: str | None = None
+    loop: int | None = None
+    step: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMessage:
+    """An outbox row claimed for sending; ``token`` proves the claim when reporting back."""
+
+    id: str
+    token: str
+    kind: str
+    recipient: Address
+    text: str
+    case_id: str | None
+    responder: str | None
+    loop: int | None
+    step: int | None
+    repeat: bool

@@ -1,0 +1,40 @@
+"""Cleaning what people type before anything else looks at it."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+# Characters kept although they are "control" or "format" characters: line breaks and tabs,
+# and the bidi/joiner marks that Arabic, Farsi and Indic scripts need to render correctly.
+_KEPT = {"\n", "\t", "\u200c", "\u200d", "\u200e", "\u200f"}
+
+
+@dataclass(frozen=True, slots=True)
+class CleanText:
+    """The cleaned text and what cleaning had to do to it."""
+
+    text: str
+    truncated: bool
+    stripped_controls: bool
+
+
+def clean_input(raw: str, max_chars: int) -> CleanText:
+    """Normalise user input: NFC, control characters removed, surrounding space trimmed,
+    cut to ``max_chars`` characters.
+
+    Guarantees the result has at most ``max_chars`` characters and contains no control
+    characters other than newline and tab.
+    """
+    normalised = unicodedata.normalize("NFC", raw.replace("\r\n", "\n").replace("\r", "\n"))
+    kept = [
+        ch
+        for ch in normalised
+        if ch in _KEPT or unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co", "Cn"}
+    ]
+    stripped = len(kept) != len(normalised)
+    text = "".join(kept).strip()
+    truncated = len(text) > max_chars
+    if truncated:
+        text = text[:max_chars].rstrip()
+    return CleanText(text=text, truncated=truncated, stripped_controls=stripped)

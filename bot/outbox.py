@@ -1,0 +1,156 @@
+"""The outbox sender: claims due messages, hands them to their channel, records the outcome.
+
+A claim is committed before the platform is called, and the outcome is committed after, so
+no transaction is ever held open across network I/O. Outcomes (DESIGN.md, durability rule 2):
+
+- delivered → ``sent``;
+- certainly not delivered (:class:`DeliveryRetry`) → ``pending`` again, after the platform's
+  ``retry_after`` or an exponential back-off;
+- refused for good (:class:`DeliveryRefused`) → ``failed``; a failed page makes its case's
+  escalation move to the next step at once;
+- unknown (:class:`DeliveryUnknown`, or a crash while ``sending``) → sent once more, marked as
+  a repeat, and never a third time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+
+from bot.core.clock import Clock
+from bot.core.messages import (
+    DeliveryRefused,
+    DeliveryRetry,
+    DeliveryUnknown,
+    OutboundMessage,
+)
+from bot.core.ports import Channel, Store, Transaction
+from bot.core.records import ClaimedMessage
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=120)
+MAX_BACKOFF = timedelta(minutes=5)
+
+
+def backoff(attempts: int) -> timedelta:
+    """Return the wait before attempt ``attempts + 1``: 2 s, 4 s, 8 s … capped at 5 minutes."""
+    return min(timedelta(seconds=2 ** min(attempts, 16)), MAX_BACKOFF)
+
+
+def repeat_marked(text: str) -> str:
+    """Return ``text`` with its first line marked as a repeat (same reference, so an ack of
+    either copy works)."""
+    first, _, rest = text.partition("\n")
+    return f"{first} (repeat)" + (f"\n{rest}" if rest else "")
+
+
+class OutboxSender:
+    """Delivers queued messages through the channels running in this process."""
+
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        clock: Clock,
+        lease: timedelta = LEASE,
+        batch: int = 20,
+        on_sent: Callable[[ClaimedMessage], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._channels = dict(channels)
+        self._clock = clock
+        self._lease = lease
+        self._batch = batch
+        self._on_sent = on_sent
+        self._attempts: dict[str, int] = {}
+
+    @property
+    def channel_names(self) -> list[str]:
+        """The channels this sender delivers for."""
+        return sorted(self._channels)
+
+    async def pending(self) -> int:
+        """Return how many messages are due now on this sender's channels."""
+        async with self._store.transaction() as tx:
+            return await tx.outbox_due_count(self.channel_names, self._clock.now())
+
+    async def send_due(self) -> int:
+        """Send everything due now, batch by batch; return how many were delivered."""
+        delivered = 0
+        while True:
+            async with self._store.transaction() as tx:
+                claimed = await tx.outbox_claim(
+                    self.channel_names, self._clock.now(), self._lease, self._batch
+                )
+            if not claimed:
+                return delivered
+            for message in claimed:
+                delivered += await self._deliver(message)
+
+    async def _deliver(self, message: ClaimedMessage) -> int:
+        channel = self._channels[message.recipient.channel]
+        text = (
+            repeat_marked(message.text)
+            if message.repeat and message.kind == "page"
+            else message.text
+        )
+        outbound = OutboundMessage(
+            recipient=message.recipient, text=text, outbox_id=message.id, repeat=message.repeat
+        )
+        try:
+            await channel.send(outbound)
+        except DeliveryRetry as exc:
+            attempts = self._attempts.get(message.id, 0) + 1
+            self._attempts[message.id] = attempts
+            wait = timedelta(seconds=exc.retry_after) if exc.retry_after else backoff(attempts)
+            async with self._store.transaction() as tx:
+                await tx.outbox_retry(
+                    message.id, message.token, self._clock.now() + wait, type(exc).__name__
+                )
+            log.warning("outbox.retry id=%s wait=%.1fs", message.id, wait.total_seconds())
+            return 0
+        except DeliveryUnknown as exc:
+            async with self._store.transaction() as tx:
+                state = await tx.outbox_retry(
+                    message.id,
+                    message.token,
+                    self._clock.now(),
+                    type(exc).__name__,
+                    ambiguous=True,
+                )
+                if state == "failed":
+                    await self._page_failed(tx, message)
+            log.warning("outbox.unknown_outcome id=%s now=%s", message.id, state)
+            return 0
+        except DeliveryRefused as exc:
+            async with self._store.transaction() as tx:
+                if await tx.outbox_failed(message.id, message.token, type(exc).__name__):
+                    await self._page_failed(tx, message)
+            log.error("outbox.refused id=%s kind=%s", message.id, message.kind)
+            return 0
+        except Exception:  # a channel bug must not kill the sender; the lease will expire
+            log.exception("outbox.channel_error id=%s channel=%s", message.id, channel.name)
+            return 0
+        async with self._store.transaction() as tx:
+            if not await tx.outbox_sent(message.id, message.token, self._clock.now()):
+                log.warning("outbox.claim_lost id=%s (a repeat may follow)", message.id)
+        self._attempts.pop(message.id, None)
+        if self._on_sent is not None:
+            self._on_sent(message)
+        return 1
+
+    async def _page_failed(self, tx: Transaction, message: ClaimedMessage) -> None:
+        """A page that will never arrive: move its case's escalation on at once."""
+        if message.kind != "page" or message.case_id is None or message.step is None:
+            return
+        now = self._clock.now()
+        if await tx.escalation_hurry(message.case_id, message.loop or 0, message.step, now):
+            await tx.log(
+                "escalation.hurried",
+                now,
+                case_id=message.case_id,
+                detail=f"page {message.id} failed",
+            )
+            log.warning("escalation.hurried case=%s", message.case_id)

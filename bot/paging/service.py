@@ -1,0 +1,370 @@
+"""Paging: opening a case's escalation, advancing due escalations, and the responder
+commands (``ack``, ``resolve``, ``cases``, ``help``).
+
+Every state change and the messages it causes are written in the caller's transaction, so a
+crash can never leave a case taken without its pages cancelled, or a step advanced without its
+pages queued. Decisions come from :mod:`bot.paging.escalation`; this module only reads and
+writes through the storage port.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.core.messages import Address, Priority
+from bot.core.ports import Transaction
+from bot.core.records import CaseView, OutboxItem
+from bot.core.refs import normalise_reference
+from bot.paging import escalation
+from bot.paging.directory import Directory
+
+log = logging.getLogger(__name__)
+
+RESPONDER_HELP = (
+    "Commands:\n"
+    "ack REF — take the case (stops the paging)\n"
+    "resolve REF [note] — close the case\n"
+    "cases — list open cases\n"
+    "help — this list"
+)
+
+
+def format_age(delta: timedelta) -> str:
+    """Return a short human age such as ``45s``, ``12m``, ``3h05m`` or ``2d4h``."""
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h"
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSummary:
+    """What a page may say about a case: its type and coarse place, if known."""
+
+    kind_label: str
+    place: str | None
+
+
+Describe = Callable[[Mapping[str, Any], Sequence[tuple[str, str]]], CaseSummary]
+Detail = Callable[[Mapping[str, Any], Sequence[tuple[str, str]]], list[str]]
+
+
+class PagingService:
+    """Pages responders for cases and handles what responders say back.
+
+    Args:
+        directory: responders and the channels running in this process.
+        policies: tier -> ladder policy (``bot.config.PagingPolicy``).
+        describe: turns a case's details into the type and place a page shows.
+        detail_lines: turns a case's details into the lines shown to the responder who acks.
+        defender_text: renders a text for the defender in their language (key, language, ref).
+        default_language: the language used when a defender's is unknown.
+    """
+
+    def __init__(
+        self,
+        directory: Directory,
+        policies: Mapping[str, Any],
+        describe: Describe,
+        detail_lines: Detail,
+        defender_text: Callable[[str, str, str], str],
+        default_language: str,
+    ) -> None:
+        self.directory = directory
+        self._policies = policies
+        self._describe = describe
+        self._detail_lines = detail_lines
+        self._defender_text = defender_text
+        self._default_language = default_language
+
+    # -- pages ---------------------------------------------------------------------------
+
+    async def start(self, tx: Transaction, case: CaseView, now: datetime) -> None:
+        """Start the escalation of a new case: queue the first step's pages and store the
+        next due time, in the caller's transaction."""
+        decision = escalation.start(self._policies[case.tier], self.directory.reachable, now)
+        await self._apply(tx, case, decision, now)
+
+    async def tick(self, tx: Transaction, now: datetime, limit: int = 50) -> int:
+        """Advance every escalation whose wait ran out; return how many steps fired.
+
+        Each overdue step fires exactly once: the new due time counts from when the step
+        was due, so after downtime the ladder catches up step by step within this tick.
+        """
+        fired = 0
+        for _ in range(limit):
+            due = await tx.escalations_due(now, limit)
+            if not due:
+                break
+            for state in due:
+                assert state.next_due_at is not None
+                case = await tx.case_by_id(state.case_id)
+                decision = escalation.advance(
+                    self._policies[state.tier],
+                    escalation.Position(state.loop, state.step),
+                    state.next_due_at,
+                    self.directory.reachable,
+                )
+                await self._apply(tx, case, decision, now)
+                fired += 1
+        return fired
+
+    async def _apply(
+        self, tx: Transaction, case: CaseView, decision: escalation.Decision, now: datetime
+    ) -> None:
+        for skipped in decision.skipped:
+            await tx.log(
+                "escalation.step_unreachable",
+                now,
+                case_id=case.id,
+                detail=f"loop={skipped.loop} step={skipped.step}",
+            )
+            log.warning("escalation.step_unreachable case=%s step=%s", case.id, skipped.step)
+        if decision.exhausted:
+            await tx.escalation_save(
+                case.id,
+                case.tier,
+                "exhausted",
+                decision.position.step,
+                decision.position.loop,
+                None,
+                now,
+            )
+            await tx.log("escalation.exhausted", now, case_id=case.id)
+            log.warning("escalation.exhausted case=%s tier=%s", case.id, case.tier)
+            return
+        details, added = await tx.case_details(case.id)
+        text = self._page_text(case, details, added, decision.position, now)
+        priority = Priority.URGENT if case.tier == "critical" else Priority.PAGE
+        for page in decision.pages:
+            for address in self.directory.reachable_addresses(page.responder):
+                position = page.position
+                await tx.outbox_add(
+                    OutboxItem(
+                        idempotency_key=(
+                            f"page:{case.id}:{position.loop}:{position.step}:"
+                            f"{page.responder}:{address.channel}"
+                        ),
+                        kind="page",
+                        priority=priority,
+                        recipient=address,
+                        text=text,
+                        case_id=case.id,
+                        responder=page.responder,
+                        loop=position.loop,
+                        step=position.step,
+                    ),
+                    now,
+                )
+        await tx.escalation_save(
+            case.id,
+            case.tier,
+            "active",
+            decision.position.step,
+            decision.position.loop,
+            decision.next_due_at,
+            now,
+        )
+        names = ",".join(p.responder for p in decision.pages)
+        await tx.log(
+            "escalation.paged",
+            now,
+            case_id=case.id,
+            detail=f"loop={decision.position.loop} step={decision.position.step} to={names}",
+        )
+        log.info(
+            "escalation.paged case=%s tier=%s step=%s", case.id, case.tier, decision.position.step
+        )
+
+    def _page_text(
+        self,
+        case: CaseView,
+        details: Mapping[str, Any],
+        added: Sequence[tuple[str, str]],
+        position: escalation.Position,
+        now: datetime,
+    ) -> str:
+        summary = self._describe(details, added)
+        lines = [f"{case.tier.upper()} case {case.ref}"]
+        lines.append(summary.kind_label + (f" · {summary.place}" if summary.place else ""))
+        if position != escalation.Position(0, 0):
+            lines.append(f"Not taken after {format_age(now - case.created_at)}.")
+        lines.append(f"Reply: ack {case.ref}")
+        return "\n".join(lines)
+
+    # -- relaying what the defender adds ---------------------------------------------------
+
+    async def relay(
+        self, tx: Transaction, case: CaseView, label: str, value: str, now: datetime, key: str
+    ) -> None:
+        """Pass something the defender added to whoever has the case, or else to everyone
+        paged for it so far. ``key`` makes the relay idempotent."""
+        if case.status == "taken" and case.taken_by:
+            recipients = [case.taken_by]
+        else:
+            recipients = await tx.paged_responders(case.id)
+        text = f"Case {case.ref} — the defender added ({label}):\n{value}"
+        for name in recipients:
+            for address in self.directory.reachable_addresses(name):
+                await tx.outbox_add(
+                    OutboxItem(
+                        idempotency_key=f"relay:{key}:{name}:{address.channel}",
+                        kind="relay",
+                        priority=Priority.URGENT if case.tier == "critical" else Priority.PAGE,
+                        recipient=address,
+                        text=text,
+                        case_id=case.id,
+                        responder=name,
+                    ),
+                    now,
+                )
+        await tx.log("case.relayed", now, case_id=case.id, detail=f"to={','.join(recipients)}")
+
+    # -- responder commands ----------------------------------------------------------------
+
+    async def command(
+        self, tx: Transaction, responder: str, sender: Address, text: str, now: datetime, key: str
+    ) -> None:
+        """Handle one message from a responder and queue the answers.
+
+        ``key`` (the inbox id) makes every queued answer idempotent.
+        """
+        words = text.split()
+        verb = words[0].casefold() if words else ""
+        replies: list[tuple[Address, str, int]] = []
+
+        def answer(message: str) -> None:
+            replies.append((sender, message, Priority.URGENT))
+
+        if verb in {"ack", "resolve"}:
+            ref = normalise_reference(words[1]) if len(words) > 1 else None
+            case = await tx.case_by_ref(ref) if ref else None
+            if len(words) < 2:
+                answer(f"Which case? Write {verb} and the reference, e.g. {verb} K7Q2.")
+            elif case is None:
+                answer(f"There is no case {words[1][:12].upper()}. Send cases to see open cases.")
+            elif verb == "ack":
+                replies += await self._ack(tx, responder, sender, case, now)
+            else:
+                note = text.split(None, 2)[2] if len(words) > 2 else None
+                replies += await self._resolve(tx, responder, sender, case, note, now)
+        elif verb == "cases":
+            answer(await self._cases(tx, now))
+        elif verb in {"help", "/help", "/start", "?"}:
+            answer(RESPONDER_HELP)
+        elif not words:
+            answer("Your message arrived empty.\n" + RESPONDER_HELP)
+        else:
+            answer(f"I did not understand {words[0][:20]!r}.\n" + RESPONDER_HELP)
+        for index, (address, message, priority) in enumerate(replies):
+            await tx.outbox_add(
+                OutboxItem(
+                    idempotency_key=f"responder:{key}:{index}",
+                    kind="reply",
+                    priority=priority,
+                    recipient=address,
+                    text=message,
+                ),
+                now,
+            )
+
+    async def _ack(
+        self, tx: Transaction, responder: str, sender: Address, case: CaseView, now: datetime
+    ) -> list[tuple[Address, str, int]]:
+        if case.status == "resolved":
+            return [(sender, f"Case {case.ref} is already resolved.", Priority.URGENT)]
+        if not await tx.case_take(case.id, responder, now):
+            current = await tx.case_by_id(case.id)
+            if current.taken_by == responder:
+                return [(sender, f"You already have case {case.ref}.", Priority.URGENT)]
+            return [
+                (
+                    sender,
+                    f"Case {case.ref} is already taken by {current.taken_by}.",
+                    Priority.URGENT,
+                )
+            ]
+        await tx.escalation_stop(case.id, "acked", now)
+        cancelled = await tx.outbox_cancel_pages(case.id)
+        await tx.log(
+            "case.taken", now, case_id=case.id, actor=responder, detail=f"cancelled={cancelled}"
+        )
+        log.info("case.taken case=%s cancelled_pages=%s", case.id, cancelled)
+        details, added = await tx.case_details(case.id)
+        lines = [
+            f"You have case {case.ref} ({case.tier.upper()}, opened "
+            f"{format_age(now - case.created_at)} ago).",
+            *self._detail_lines(details, added),
+            "The defender has been told that a responder has their case.",
+            f"When it is done: resolve {case.ref} [note]",
+        ]
+        out: list[tuple[Address, str, int]] = [(sender, "\n".join(lines), Priority.URGENT)]
+        out += await self._tell_defender(tx, case, "taken")
+        for name in await tx.paged_responders(case.id):
+            if name != responder:
+                for address in self.directory.reachable_addresses(name):
+                    out.append(
+                        (
+                            address,
+                            f"Case {case.ref} was taken by {responder}. No action needed.",
+                            Priority.NOTICE,
+                        )
+                    )
+        return out
+
+    async def _resolve(
+        self,
+        tx: Transaction,
+        responder: str,
+        sender: Address,
+        case: CaseView,
+        note: str | None,
+        now: datetime,
+    ) -> list[tuple[Address, str, int]]:
+        if not await tx.case_resolve(case.id, responder, note, now):
+            return [(sender, f"Case {case.ref} is already resolved.", Priority.URGENT)]
+        await tx.escalation_stop(case.id, "cancelled", now)
+        cancelled = await tx.outbox_cancel_pages(case.id)
+        await tx.log(
+            "case.resolved", now, case_id=case.id, actor=responder, detail=f"cancelled={cancelled}"
+        )
+        log.info("case.resolved case=%s", case.id)
+        out: list[tuple[Address, str, int]] = [
+            (sender, f"Case {case.ref} is resolved.", Priority.URGENT)
+        ]
+        out += await self._tell_defender(tx, case, "resolved")
+        return out
+
+    async def _tell_defender(
+        self, tx: Transaction, case: CaseView, text_key: str
+    ) -> list[tuple[Address, str, int]]:
+        address, session = await tx.defender_contact(case.defender_id)
+        language = (session or {}).get("language") or self._default_language
+        return [(address, self._defender_text(text_key, language, case.ref), Priority.URGENT)]
+
+    async def _cases(self, tx: Transaction, now: datetime) -> str:
+        cases = await tx.cases_open()
+        if not cases:
+            return "No open cases."
+        lines = ["Open cases:"]
+        for case in cases:
+            who = f"taken by {case.taken_by}" if case.taken_by else "not taken"
+            if case.taken_by is None:
+                state = await tx.escalation_of(case.id)
+                if state is not None and state.state == "exhausted":
+                    who += ", paging exhausted"
+            lines.append(
+                f"{case.ref}  {case.tier.upper()}  {format_age(now - case.created_at)}  {who}"
+            )
+        return "\n".join(lines)

@@ -1,0 +1,185 @@
+"""Tables. Columns ending in ``_ct`` hold AES-GCM ciphertext (see :mod:`db.crypto`), bound to
+their table, column and row; ``wrapped_key`` columns hold that row's data key wrapped by the
+server key. Times are integer epoch milliseconds (UTC) on every dialect.
+
+Plaintext columns carry only what paging needs: ids, tier, state, times, responder names
+(from the operator's config), and keyed pseudonyms of platform identities.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.base import Base
+
+ID = String(32)  # time-ordered hex ids, see db.ids
+
+
+class Defender(Base):
+    """A person who wrote to us, known only by a keyed pseudonym of their platform identity."""
+
+    __tablename__ = "defender"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    identity_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    address_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    session_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Case(Base):
+    """A request for help. ``tier`` and ``status`` are plaintext; what the defender said is not."""
+
+    __tablename__ = "cases"  # "case" is an SQL keyword
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(8), unique=True)
+    defender_id: Mapped[str] = mapped_column(ForeignKey("defender.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    tier: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # open | taken | resolved
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    details_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    taken_by: Mapped[str | None] = mapped_column(String(64))
+    taken_at: Mapped[int | None] = mapped_column(BigInteger)
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+    resolved_at: Mapped[int | None] = mapped_column(BigInteger)
+    resolve_note_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_cases_defender_status", "defender_id", "status"),)
+
+
+class CaseEntry(Base):
+    """Something added to a case after it was opened (SOS follow-ups, later messages)."""
+
+    __tablename__ = "case_entry"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(40))  # a flow step id or "message"
+    value_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Escalation(Base):
+    """Where a case is on its paging ladder; ``next_due_at`` is the durable timer."""
+
+    __tablename__ = "escalation"
+
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    tier: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))  # active | acked | exhausted | cancelled
+    step: Mapped[int] = mapped_column(Integer)
+    loop: Mapped[int] = mapped_column(Integer)
+    next_due_at: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(
+            "ix_escalation_due",
+            "next_due_at",
+            sqlite_where=text("state = 'active'"),
+            postgresql_where=text("state = 'active'"),
+        ),
+    )
+
+
+class Inbox(Base):
+    """Every inbound message, stored before it is processed; de-duplicated by platform key.
+
+    Once processed, the content and its key are destroyed; the pseudonymous dedup key stays
+    so a redelivered message is still recognised.
+    """
+
+    __tablename__ = "inbox"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    dedup_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))  # pending | done | failed
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    message_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    received_at: Mapped[int] = mapped_column(BigInteger)
+    processed_at: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(
+            "ix_inbox_pending",
+            "id",
+            sqlite_where=text("state = 'pending'"),
+            postgresql_where=text("state = 'pending'"),
+        ),
+    )
+
+
+class Outbox(Base):
+    """Every message we send, written in the transaction that decided to send it.
+
+    States: pending -> sending (claimed, lease until ``lease_until``) -> sent | failed;
+    pending -> cancelled (an ack made the page pointless). ``ambiguous`` marks a row whose
+    earlier attempt has an unknown outcome: it is sent once more, as a repeat, never a third time.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # page | reply | relay | notice
+    priority: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(16))
+    responder: Mapped[str | None] = mapped_column(String(64))
+    case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
+    loop: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(Integer)
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    recipient_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    text_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    ambiguous: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_attempt_at: Mapped[int] = mapped_column(BigInteger)
+    lease_until: Mapped[int | None] = mapped_column(BigInteger)
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    sent_at: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_outbox_case", "case_id"),
+        Index(
+            "ix_outbox_due",
+            "priority",
+            "next_attempt_at",
+            sqlite_where=text("state IN ('pending', 'sending')"),
+            postgresql_where=text("state IN ('pending', 'sending')"),
+        ),
+    )
+
+
+class EventLog(Base):
+    """Append-only log of what happened to cases and pages: event names and ids, no content."""
+
+    __tablename__ = "event_log"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    case_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    event: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(64))  # responder name, "defender" or "system"
+    detail: Mapped[str | None] = mapped_column(String(200))  # ids, tiers, steps — never content
+    at: Mapped[int] = mapped_column(BigInteger)

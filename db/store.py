@@ -1,0 +1,642 @@
+"""The storage adapter: transactions that take and return plain values, never ORM rows.
+
+This is the only module that puts data into tables. Everything a defender said and every
+platform identity is encrypted here, with a data key per record bound to its table, column
+and row, before SQLAlchemy sees it; identities are looked up by keyed pseudonym.
+
+Usage::
+
+    async with store.transaction() as tx:
+        defender = await tx.defender_for(address, now)
+        ...
+
+A transaction commits when the block ends and rolls back if it raises; on SQLite it holds
+the database write lock from its first statement (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.core.clock import from_millis, to_millis
+from bot.core.messages import Address, InboundMessage
+from bot.core.records import (
+    CaseView,
+    ClaimedMessage,
+    DefenderView,
+    EscalationView,
+    OutboxItem,
+)
+from bot.core.refs import new_reference
+from db.crypto import DataKey, KeyRing, field_context
+from db.ids import new_id
+from db.models import Case, CaseEntry, Defender, Escalation, EventLog, Inbox, Outbox
+
+
+class Store:
+    """Opens transactions over an engine, encrypting with ``keyring``."""
+
+    def __init__(self, engine: AsyncEngine, keyring: KeyRing) -> None:
+        self._engine = engine
+        self._keyring = keyring
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        """The database dialect name (``sqlite`` or ``postgresql``)."""
+        return self._engine.dialect.name
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """Yield a :class:`Transaction` that commits on success and rolls back on error."""
+        async with self._sessions() as session, session.begin():
+            yield Transaction(session, self._keyring, self.dialect)
+
+
+class Transaction:
+    """One database transaction and every operation the services need inside it."""
+
+    def __init__(self, session: AsyncSession, keyring: KeyRing, dialect: str) -> None:
+        self._s = session
+        self._keys = keyring
+        self._dialect = dialect
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _new_key(self, table: str, row_id: str) -> tuple[DataKey, bytes]:
+        return self._keys.new_data_key(field_context(table, "key", row_id))
+
+    def _key(self, table: str, row_id: str, wrapped: bytes) -> DataKey:
+        return self._keys.unwrap(wrapped, field_context(table, "key", row_id))
+
+    async def _insert_ignore(self, model: Any, values: Mapping[str, Any], key: str) -> bool:
+        """INSERT unless a row with the same unique ``key`` exists; True if inserted."""
+        dialect_insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        statement = (
+            dialect_insert(model).values(**values).on_conflict_do_nothing(index_elements=[key])
+        )
+        result = await self._s.execute(statement)
+        return bool(getattr(result, "rowcount", 0))
+
+    async def log(
+        self,
+        event: str,
+        now: datetime,
+        *,
+        case_id: str | None = None,
+        actor: str = "system",
+        detail: str | None = None,
+    ) -> None:
+        """Append an entry to the event log. ``detail`` must hold ids and names, never content."""
+        self._s.add(
+            EventLog(
+                id=new_id(),
+                case_id=case_id,
+                event=event,
+                actor=actor,
+                detail=detail,
+                at=to_millis(now),
+            )
+        )
+
+    # -- inbox ---------------------------------------------------------------------------
+
+    def _dedup_hash(self, channel: str, dedup_key: str) -> str:
+        return self._keys.pseudonym("inbox", f"{channel}\x00{dedup_key}")
+
+    async def inbox_add(self, message: InboundMessage, now: datetime) -> str | None:
+        """Store ``message`` encrypted; return its inbox id, or None if it was seen before."""
+        row_id = new_id()
+        key, wrapped = self._new_key("inbox", row_id)
+        payload = {
+            "channel": message.sender.channel,
+            "identity": message.sender.identity,
+            "text": message.text,
+            "dedup_key": message.dedup_key,
+            "received_at": to_millis(message.received_at),
+        }
+        inserted = await self._insert_ignore(
+            Inbox,
+            {
+                "id": row_id,
+                "dedup_hash": self._dedup_hash(message.sender.channel, message.dedup_key),
+                "channel": message.sender.channel,
+                "state": "pending",
+                "wrapped_key": wrapped,
+                "message_ct": key.encrypt_json(payload, field_context("inbox", "message", row_id)),
+                "received_at": to_millis(now),
+            },
+            "dedup_hash",
+        )
+        return row_id if inserted else None
+
+    async def inbox_pending(self, limit: int = 100) -> list[tuple[str, InboundMessage]]:
+        """Return unprocessed inbox messages, oldest first."""
+        rows = (
+            await self._s.execute(
+                select(Inbox).where(Inbox.state == "pending").order_by(Inbox.id).limit(limit)
+            )
+        ).scalars()
+        result = []
+        for row in rows:
+            assert row.wrapped_key is not None and row.message_ct is not None
+            data = self._key("inbox", row.id, row.wrapped_key).decrypt_json(
+                row.message_ct, field_context("inbox", "message", row.id)
+            )
+            message = InboundMessage(
+                sender=Address(data["channel"], data["identity"]),
+                text=data["text"],
+                dedup_key=data["dedup_key"],
+                received_at=from_millis(data["received_at"]),
+            )
+            result.append((row.id, message))
+        return result
+
+    async def inbox_finish(self, inbox_id: str, now: datetime, *, failed: bool = False) -> None:
+        """Mark a message processed (or failed) and destroy its content and key."""
+        await self._s.execute(
+            update(Inbox)
+            .where(Inbox.id == inbox_id)
+            .values(
+                state="failed" if failed else "done",
+                wrapped_key=None,
+                message_ct=None,
+                processed_at=to_millis(now),
+            )
+        )
+
+    # -- defenders -----------------------------------------------------------------------
+
+    async def defender_for(self, address: Address, now: datetime) -> DefenderView:
+        """Return the defender behind ``address``, creating the record on first contact."""
+        identity_hash = self._keys.pseudonym("address", f"{address.channel}\x00{address.identity}")
+        row = (
+            await self._s.execute(select(Defender).where(Defender.identity_hash == identity_hash))
+        ).scalar_one_or_none()
+        if row is None:
+            row_id = new_id()
+            key, wrapped = self._new_key("defender", row_id)
+            address_ct = key.encrypt_json(
+                [address.channel, address.identity], field_context("defender", "address", row_id)
+            )
+            row = Defender(
+                id=row_id,
+                identity_hash=identity_hash,
+                wrapped_key=wrapped,
+                address_ct=address_ct,
+                session_ct=None,
+                created_at=to_millis(now),
+                updated_at=to_millis(now),
+            )
+            self._s.add(row)
+            await self._s.flush()
+            return DefenderView(id=row_id, session=None)
+        session = None
+        if row.session_ct is not None:
+            session = self._key("defender", row.id, row.wrapped_key).decrypt_json(
+                row.session_ct, field_context("defender", "session", row.id)
+            )
+        return DefenderView(id=row.id, session=session)
+
+    async def _defender_row(self, defender_id: str) -> Defender:
+        return (
+            await self._s.execute(select(Defender).where(Defender.id == defender_id))
+        ).scalar_one()
+
+    async def defender_save_session(
+        self, defender_id: str, session: Mapping[str, Any] | None, now: datetime
+    ) -> None:
+        """Store the defender's conversation session, encrypted (None clears it)."""
+        row = await self._defender_row(defender_id)
+        key = self._key("defender", row.id, row.wrapped_key)
+        row.session_ct = (
+            None
+            if session is None
+            else key.encrypt_json(dict(session), field_context("defender", "session", row.id))
+        )
+        row.updated_at = to_millis(now)
+
+    async def defender_contact(self, defender_id: str) -> tuple[Address, dict[str, Any] | None]:
+        """Return the defender's address and stored session (for their language)."""
+        row = await self._defender_row(defender_id)
+        key = self._key("defender", row.id, row.wrapped_key)
+        channel, identity = key.decrypt_json(
+            row.address_ct, field_context("defender", "address", row.id)
+        )
+        session = None
+        if row.session_ct is not None:
+            session = key.decrypt_json(row.session_ct, field_context("defender", "session", row.id))
+        return Address(channel, identity), session
+
+    # -- cases ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _case_view(row: Case) -> CaseView:
+        return CaseView(
+            id=row.id,
+            ref=row.ref,
+            defender_id=row.defender_id,
+            kind=row.kind,
+            tier=row.tier,
+            status=row.status,
+            taken_by=row.taken_by,
+            created_at=from_millis(row.created_at),
+            resolved_by=row.resolved_by,
+        )
+
+    async def case_open(
+        self, defender_id: str, kind: str, tier: str, details: Mapping[str, Any], now: datetime
+    ) -> CaseView:
+        """Open a case with a fresh unique reference and its details encrypted."""
+        for _ in range(50):
+            ref = new_reference()
+            taken = await self._s.execute(select(Case.id).where(Case.ref == ref))
+            if taken.first() is None:
+                break
+        else:  # pragma: no cover - 810,000 references; 50 collisions in a row means a full table
+            raise RuntimeError("no free case reference")
+        row_id = new_id()
+        key, wrapped = self._new_key("cases", row_id)
+        row = Case(
+            id=row_id,
+            ref=ref,
+            defender_id=defender_id,
+            kind=kind,
+            tier=tier,
+            status="open",
+            wrapped_key=wrapped,
+            details_ct=key.encrypt_json(dict(details), field_context("cases", "details", row_id)),
+            created_at=to_millis(now),
+            updated_at=to_millis(now),
+        )
+        self._s.add(row)
+        await self._s.flush()
+        return self._case_view(row)
+
+    async def case_by_ref(self, ref: str) -> CaseView | None:
+        """Return the case with reference ``ref`` (canonical form), if any."""
+        row = (await self._s.execute(select(Case).where(Case.ref == ref))).scalar_one_or_none()
+        return None if row is None else self._case_view(row)
+
+    async def case_by_id(self, case_id: str) -> CaseView:
+        """Return the case ``case_id`` (it must exist)."""
+        return self._case_view(
+            (await self._s.execute(select(Case).where(Case.id == case_id))).scalar_one()
+        )
+
+    async def cases_open(self) -> list[CaseView]:
+        """Return every case not yet resolved, oldest first."""
+        rows = await self._s.execute(
+            select(Case).where(Case.status != "resolved").order_by(Case.created_at, Case.id)
+        )
+        return [self._case_view(row) for row in rows.scalars()]
+
+    async def cases_of_defender(self, defender_id: str) -> list[CaseView]:
+        """Return the defender's cases, newest first."""
+        rows = await self._s.execute(
+            select(Case).where(Case.defender_id == defender_id).order_by(Case.id.desc())
+        )
+        return [self._case_view(row) for row in rows.scalars()]
+
+    async def case_details(self, case_id: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """Return a case's decrypted details and its added entries (label, value), in order."""
+        row = (await self._s.execute(select(Case).where(Case.id == case_id))).scalar_one()
+        key = self._key("cases", row.id, row.wrapped_key)
+        details = key.decrypt_json(row.details_ct, field_context("cases", "details", row.id))
+        entries = await self._s.execute(
+            select(CaseEntry).where(CaseEntry.case_id == case_id).order_by(CaseEntry.id)
+        )
+        added = [
+            (e.label, key.decrypt_text(e.value_ct, field_context("case_entry", "value", e.id)))
+            for e in entries.scalars()
+        ]
+        return details, added
+
+    async def case_add_entry(self, case_id: str, label: str, value: str, now: datetime) -> None:
+        """Append ``value`` to the case, encrypted with the case's key."""
+        row = (await self._s.execute(select(Case).where(Case.id == case_id))).scalar_one()
+        key = self._key("cases", row.id, row.wrapped_key)
+        entry_id = new_id()
+        self._s.add(
+            CaseEntry(
+                id=entry_id,
+                case_id=case_id,
+                label=label,
+                value_ct=key.encrypt_text(value, field_context("case_entry", "value", entry_id)),
+                created_at=to_millis(now),
+            )
+        )
+        row.updated_at = to_millis(now)
+
+    async def case_take(self, case_id: str, responder: str, now: datetime) -> bool:
+        """Mark an open case taken by ``responder``; False if it was no longer open."""
+        result = await self._s.execute(
+            update(Case)
+            .where(Case.id == case_id, Case.status == "open")
+            .values(
+                status="taken",
+                taken_by=responder,
+                taken_at=to_millis(now),
+                updated_at=to_millis(now),
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def case_resolve(
+        self, case_id: str, responder: str, note: str | None, now: datetime
+    ) -> bool:
+        """Mark a case resolved (note encrypted); False if it was already resolved."""
+        row = (await self._s.execute(select(Case).where(Case.id == case_id))).scalar_one()
+        if row.status == "resolved":
+            return False
+        row.status = "resolved"
+        row.resolved_by = responder
+        row.resolved_at = to_millis(now)
+        row.updated_at = to_millis(now)
+        if note:
+            key = self._key("cases", row.id, row.wrapped_key)
+            row.resolve_note_ct = key.encrypt_text(
+                note, field_context("cases", "resolve_note", row.id)
+            )
+        return True
+
+    # -- escalations ---------------------------------------------------------------------
+
+    @staticmethod
+    def _escalation_view(row: Escalation) -> EscalationView:
+        return EscalationView(
+            case_id=row.case_id,
+            tier=row.tier,
+            state=row.state,
+            step=row.step,
+            loop=row.loop,
+            next_due_at=None if row.next_due_at is None else from_millis(row.next_due_at),
+        )
+
+    async def escalation_save(
+        self,
+        case_id: str,
+        tier: str,
+        state: str,
+        step: int,
+        loop: int,
+        next_due_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Create or update the escalation of ``case_id``."""
+        row = await self._s.get(Escalation, case_id)
+        due = None if next_due_at is None else to_millis(next_due_at)
+        if row is None:
+            self._s.add(
+                Escalation(
+                    case_id=case_id,
+                    tier=tier,
+                    state=state,
+                    step=step,
+                    loop=loop,
+                    next_due_at=due,
+                    updated_at=to_millis(now),
+                )
+            )
+        else:
+            row.tier, row.state, row.step, row.loop = tier, state, step, loop
+            row.next_due_at = due
+            row.updated_at = to_millis(now)
+        await self._s.flush()
+
+    async def escalation_of(self, case_id: str) -> EscalationView | None:
+        """Return the escalation of ``case_id``, if it has one."""
+        row = await self._s.get(Escalation, case_id)
+        return None if row is None else self._escalation_view(row)
+
+    async def escalations_due(self, now: datetime, limit: int = 100) -> list[EscalationView]:
+        """Return active escalations whose next step is due, most overdue first.
+
+        On PostgreSQL the rows are locked (``FOR UPDATE SKIP LOCKED``) so that several
+        instances never advance the same escalation; on SQLite the write lock does that.
+        """
+        query = (
+            select(Escalation)
+            .where(Escalation.state == "active", Escalation.next_due_at <= to_millis(now))
+            .order_by(Escalation.next_due_at)
+            .limit(limit)
+        )
+        if self._dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = await self._s.execute(query)
+        return [self._escalation_view(row) for row in rows.scalars()]
+
+    async def escalation_stop(self, case_id: str, state: str, now: datetime) -> None:
+        """End the escalation of ``case_id`` with ``state`` (acked, cancelled, exhausted)."""
+        await self._s.execute(
+            update(Escalation)
+            .where(Escalation.case_id == case_id)
+            .values(state=state, next_due_at=None, updated_at=to_millis(now))
+        )
+
+    async def escalation_hurry(self, case_id: str, loop: int, step: int, now: datetime) -> bool:
+        """Make the next step due now if the escalation is still at (loop, step) and active."""
+        result = await self._s.execute(
+            update(Escalation)
+            .where(
+                Escalation.case_id == case_id,
+                Escalation.state == "active",
+                Escalation.loop == loop,
+                Escalation.step == step,
+            )
+            .values(next_due_at=to_millis(now), updated_at=to_millis(now))
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    # -- outbox --------------------------------------------------------------------------
+
+    async def outbox_add(self, item: OutboxItem, now: datetime) -> bool:
+        """Queue ``item`` for sending now; False if its idempotency key was queued before."""
+        row_id = new_id()
+        key, wrapped = self._new_key("outbox", row_id)
+        return await self._insert_ignore(
+            Outbox,
+            {
+                "id": row_id,
+                "idempotency_key": item.idempotency_key,
+                "kind": item.kind,
+                "priority": item.priority,
+                "channel": item.recipient.channel,
+                "responder": item.responder,
+                "case_id": item.case_id,
+                "loop": item.loop,
+                "step": item.step,
+                "wrapped_key": wrapped,
+                "recipient_ct": key.encrypt_json(
+                    [item.recipient.channel, item.recipient.identity],
+                    field_context("outbox", "recipient", row_id),
+                ),
+                "text_ct": key.encrypt_text(item.text, field_context("outbox", "text", row_id)),
+                "state": "pending",
+                "attempts": 0,
+                "ambiguous": False,
+                "next_attempt_at": to_millis(now),
+                "created_at": to_millis(now),
+            },
+            "idempotency_key",
+        )
+
+    async def outbox_cancel_pages(self, case_id: str) -> int:
+        """Cancel every page of ``case_id`` not yet claimed; return how many."""
+        result = await self._s.execute(
+            update(Outbox)
+            .where(Outbox.case_id == case_id, Outbox.kind == "page", Outbox.state == "pending")
+            .values(state="cancelled", wrapped_key=None, recipient_ct=None, text_ct=None)
+        )
+        return int(getattr(result, "rowcount", 0))
+
+    async def paged_responders(self, case_id: str) -> list[str]:
+        """Return the names of responders paged for ``case_id`` so far (not cancelled)."""
+        rows = await self._s.execute(
+            select(Outbox.responder)
+            .where(Outbox.case_id == case_id, Outbox.kind == "page", Outbox.state != "cancelled")
+            .distinct()
+        )
+        return sorted(name for name in rows.scalars() if name)
+
+    def _due(self, channels: Iterable[str], now: datetime) -> Any:
+        millis = to_millis(now)
+        return and_(
+            Outbox.channel.in_(list(channels)),
+            or_(
+                and_(Outbox.state == "pending", Outbox.next_attempt_at <= millis),
+                and_(Outbox.state == "sending", Outbox.lease_until < millis),
+            ),
+        )
+
+    async def outbox_due_count(self, channels: Sequence[str], now: datetime) -> int:
+        """Return how many messages for ``channels`` are waiting to be sent now."""
+        result = await self._s.execute(select(func.count()).where(self._due(channels, now)))
+        return int(result.scalar_one())
+
+    async def outbox_claim(
+        self, channels: Sequence[str], now: datetime, lease: timedelta, limit: int = 20
+    ) -> list[ClaimedMessage]:
+        """Claim up to ``limit`` due messages, most urgent first, under a lease.
+
+        A row found in ``sending`` past its lease was being sent when a process died: its
+        outcome is unknown, so it is claimed once more as a repeat; a row whose repeat's
+        outcome is unknown too is marked failed, never sent a third time.
+        """
+        query = (
+            select(Outbox)
+            .where(self._due(channels, now))
+            .order_by(Outbox.priority.desc(), Outbox.id)
+            .limit(limit)
+        )
+        if self._dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        claimed = []
+        for row in (await self._s.execute(query)).scalars():
+            if row.state == "sending":
+                if row.ambiguous:
+                    self._fail(row, "outcome unknown twice; not sent a third time")
+                    await self.log("outbox.given_up", now, case_id=row.case_id, detail=row.id)
+                    continue
+                row.ambiguous = True
+                await self.log("outbox.reclaimed", now, case_id=row.case_id, detail=row.id)
+            assert row.wrapped_key and row.recipient_ct and row.text_ct
+            key = self._key("outbox", row.id, row.wrapped_key)
+            channel, identity = key.decrypt_json(
+                row.recipient_ct, field_context("outbox", "recipient", row.id)
+            )
+            text = key.decrypt_text(row.text_ct, field_context("outbox", "text", row.id))
+            row.state = "sending"
+            row.claim_token = secrets.token_hex(16)
+            row.lease_until = to_millis(now + lease)
+            row.attempts += 1
+            claimed.append(
+                ClaimedMessage(
+                    id=row.id,
+                    token=row.claim_token,
+                    kind=row.kind,
+                    recipient=Address(channel, identity),
+                    text=text,
+                    case_id=row.case_id,
+                    responder=row.responder,
+                    loop=row.loop,
+                    step=row.step,
+                    repeat=row.ambiguous,
+                )
+            )
+        return claimed
+
+    async def _claimed(self, message_id: str, token: str) -> Outbox | None:
+        row = await self._s.get(Outbox, message_id)
+        if row is None or row.state != "sending" or row.claim_token != token:
+            return None
+        return row
+
+    @staticmethod
+    def _shred(row: Outbox) -> None:
+        row.wrapped_key = row.recipient_ct = row.text_ct = None
+
+    def _fail(self, row: Outbox, error: str) -> None:
+        row.state = "failed"
+        row.last_error = error[:200]
+        row.lease_until = None
+        self._shred(row)
+
+    async def outbox_sent(self, message_id: str, token: str, now: datetime) -> bool:
+        """Record a delivery; False if the claim had been lost (a repeat may follow)."""
+        row = await self._claimed(message_id, token)
+        if row is None:
+            return False
+        row.state = "sent"
+        row.sent_at = to_millis(now)
+        row.lease_until = None
+        self._shred(row)
+        return True
+
+    async def outbox_retry(
+        self, message_id: str, token: str, at: datetime, error: str, *, ambiguous: bool = False
+    ) -> str:
+        """Put a claimed row back to pending until ``at``; return its new state.
+
+        With ``ambiguous`` (the outcome of this attempt is unknown), a row that was already a
+        repeat is failed instead: it is never sent a third time.
+        """
+        row = await self._claimed(message_id, token)
+        if row is None:
+            return "lost"
+        if ambiguous:
+            if row.ambiguous:
+                self._fail(row, f"{error}; outcome unknown twice, not sent again")
+                return "failed"
+            row.ambiguous = True
+        row.state = "pending"
+        row.next_attempt_at = to_millis(at)
+        row.lease_until = None
+        row.last_error = error[:200]
+        return "pending"
+
+    async def outbox_failed(self, message_id: str, token: str, error: str) -> bool:
+        """Record a permanent refusal; False if the claim had been lost."""
+        row = await self._claimed(message_id, token)
+        if row is None:
+            return False
+        self._fail(row, error)
+        return True
+
+    async def purge_sent(self, before: datetime) -> int:
+        """Delete finished outbox rows older than ``before`` (their content is already gone)."""
+        result = await self._s.execute(
+            delete(Outbox).where(
+                Outbox.state.in_(("sent", "failed", "cancelled")),
+                Outbox.created_at < to_millis(before),
+            )
+        )
+        return int(getattr(result, "rowcount", 0))
