@@ -251,7 +251,7 @@ async def open_app(
     texts = CaseTexts(flows, config.flows.language)
     paging = PagingService(
         directory=directory,
-        policies=dict(config.paging),
+        policies={str(tier): policy for tier, policy in config.paging.items()},
         describe=texts.describe,
         detail_lines=texts.detail_lines,
         defender_text=texts.defender_text,

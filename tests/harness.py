@@ -1,0 +1,174 @@
+"""A GoAlert-style scenario harness: the real app on a real SQLite file, a fake clock, and fake
+devices that record every message. Each scenario must consume every message it receives:
+an unexpected message fails the test at teardown."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from bot.app import App, open_app
+from bot.config import Config, load_config
+from bot.core.clock import FakeClock
+from bot.core.messages import Address, InboundMessage, OutboundMessage
+from db.crypto import KeyRing, ensure_development_keyring
+
+TEST_CONFIG = """
+[database]
+url = "sqlite+aiosqlite:///{db}"
+
+[keys]
+dir = "{keys}"
+
+[[responders]]
+name = "alice"
+console = true
+
+[[responders]]
+name = "bob"
+console = true
+
+[[responders]]
+name = "carol"
+console = true
+
+[paging.critical]
+steps = [
+  {{ notify = ["alice"], wait = "2m" }},
+  {{ notify = ["bob"], wait = "3m" }},
+  {{ notify = ["alice", "bob", "carol"], wait = "5m" }},
+]
+repeat = 1
+
+[paging.high]
+steps = [{{ notify = ["bob"], wait = "10m" }}, {{ notify = ["carol"], wait = "10m" }}]
+repeat = 0
+
+[paging.medium]
+steps = [{{ notify = ["carol"], wait = "1h" }}]
+
+[paging.low]
+steps = [{{ notify = ["carol"], wait = "8h" }}]
+"""
+
+
+def write_config(directory: Path, body: str = TEST_CONFIG) -> Path:
+    """Write a test config using a database and keys under ``directory``; return its path."""
+    path = directory / "config.toml"
+    path.write_text(body.format(db=directory / "intake.db", keys=directory / "keys"))
+    return path
+
+
+class RecordingChannel:
+    """A fake device: records what it is asked to send, optionally failing on demand."""
+
+    def __init__(self, name: str = "console") -> None:
+        self.name = name
+        self.sent: list[OutboundMessage] = []
+        self.fail_with: Callable[[OutboundMessage], Exception | None] | None = None
+
+    async def send(self, message: OutboundMessage) -> None:
+        """Record ``message`` or raise what ``fail_with`` returns for it."""
+        if self.fail_with is not None:
+            error = self.fail_with(message)
+            if error is not None:
+                raise error
+        self.sent.append(message)
+
+
+@dataclass
+class Harness:
+    """Drives one app through a scenario."""
+
+    directory: Path
+    config: Config
+    keyring: KeyRing
+    clock: FakeClock = field(default_factory=FakeClock)
+    channel: RecordingChannel = field(default_factory=RecordingChannel)
+    app: App | None = None
+    inbox: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    _lines: int = 0
+
+    @classmethod
+    async def create(cls, directory: Path, body: str = TEST_CONFIG) -> Harness:
+        """Build a harness with its own database and development keys in ``directory``."""
+        config = load_config(write_config(directory, body))
+        keyring, _ = ensure_development_keyring(config.keys.dir, {})
+        harness = cls(directory=directory, config=config, keyring=keyring)
+        await harness.start()
+        return harness
+
+    async def start(self) -> None:
+        """(Re)start the app on the same database, as a process restart would."""
+        self.app = await open_app(
+            self.config, self.keyring, self.clock, {"console": self.channel}
+        )
+        await self.app.recover()
+        await self.app.tick()
+        await self.collect()
+
+    async def stop(self) -> None:
+        """Stop the app (as a clean shutdown would)."""
+        assert self.app is not None
+        await self.app.close()
+        self.app = None
+
+    async def restart(self) -> None:
+        """Stop and start again on the same database."""
+        await self.stop()
+        await self.start()
+
+    async def collect(self) -> None:
+        """Send everything due and file what the fake devices received by recipient."""
+        assert self.app is not None
+        await self.app.drain()
+        for message in self.channel.sent:
+            self.inbox[message.recipient.identity].append(message.text)
+        self.channel.sent.clear()
+
+    def message(self, text: str, who: str = "defender", key: str | None = None) -> InboundMessage:
+        """Build the message ``who`` sends (a fresh dedup key unless ``key`` is given)."""
+        self._lines += 1
+        return InboundMessage(
+            sender=Address("console", who),
+            text=text,
+            dedup_key=key or f"line-{self._lines}",
+            received_at=self.clock.now(),
+        )
+
+    async def say(self, text: str, who: str = "defender") -> None:
+        """``who`` sends ``text``; everything it causes is delivered."""
+        assert self.app is not None
+        await self.app.receive(self.message(text, who))
+        await self.collect()
+
+    async def advance(self, delta: timedelta) -> None:
+        """Move the clock forward, run the escalation tick, deliver what it queued."""
+        assert self.app is not None
+        self.clock.advance(delta)
+        await self.app.tick()
+        await self.collect()
+
+    def expect(self, who: str, pattern: str) -> re.Match[str]:
+        """Consume ``who``'s oldest unread message, which must match ``pattern`` (regex)."""
+        queue = self.inbox.get(who) or []
+        assert queue, f"{who} received nothing; expected {pattern!r}; others: {dict(self.inbox)}"
+        text = queue.pop(0)
+        match = re.search(pattern, text)
+        assert match, f"{who} received {text!r}, expected {pattern!r}"
+        return match
+
+    def expect_page(self, who: str, tier: str = "CRITICAL") -> str:
+        """Consume a page to ``who`` and return its case reference."""
+        match = self.expect(who, rf"^{tier} case ([A-Z0-9]{{4}})(?: \(repeat\))?\n")
+        text_ref = match.group(1)
+        return text_ref
+
+    def expect_nothing(self) -> None:
+        """Assert that nobody has an unread message."""
+        unread = {who: texts for who, texts in self.inbox.items() if texts}
+        assert not unread, f"unexpected messages: {unread}"
