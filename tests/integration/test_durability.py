@@ -1,0 +1,162 @@
+"""Durability: inbound de-duplication, crash recovery, and every outbox outcome."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from bot.core.messages import DeliveryRefused, DeliveryRetry, DeliveryUnknown, OutboundMessage
+from db.models import Inbox, Outbox
+from tests.harness import Harness
+
+
+async def outbox_rows(h: Harness) -> list[Outbox]:
+    """Return every outbox row, oldest first."""
+    assert h.app is not None
+    async with h.app.store.transaction() as tx:
+        return list((await tx._s.execute(select(Outbox).order_by(Outbox.id))).scalars())  # noqa: SLF001
+
+
+async def test_a_message_delivered_twice_is_processed_once(harness: Harness) -> None:
+    """The same platform message (same dedup key) arriving twice opens one case."""
+    assert harness.app is not None
+    message = harness.message("SOS", key="update-1")
+    assert await harness.app.receive(message) is True
+    assert await harness.app.receive(message) is False
+    await harness.collect()
+    harness.expect_page("alice")
+    harness.expect("defender", "Help is being alerted")
+    harness.expect("defender", "what is happening")
+
+
+async def test_a_crash_between_storing_and_processing_loses_nothing(harness: Harness) -> None:
+    """A message stored in the inbox but not processed is processed once at the next start."""
+    assert harness.app is not None
+    async with harness.app.store.transaction() as tx:
+        assert await tx.inbox_add(harness.message("SOS"), harness.clock.now()) is not None
+    await harness.restart()  # start() runs recover()
+    harness.expect_page("alice")
+    harness.expect("defender", "Help is being alerted")
+    harness.expect("defender", "what is happening")
+    await harness.restart()
+    harness.expect_nothing()
+    async with harness.app.store.transaction() as tx:
+        row = (await tx._s.execute(select(Inbox))).scalar_one()  # noqa: SLF001
+    assert row.state == "done" and row.message_ct is None and row.wrapped_key is None
+
+
+async def test_retryable_failure_is_sent_later_not_lost(harness: Harness) -> None:
+    """A 429-like failure puts the page back with the platform's wait; it goes out later."""
+    harness.channel.fail_with = lambda m: (
+        DeliveryRetry("429", retry_after=30) if m.recipient.identity == "alice" else None
+    )
+    await harness.say("SOS")
+    harness.inbox["defender"].clear()
+    assert not harness.inbox["alice"]
+    harness.channel.fail_with = None
+    await harness.advance(timedelta(seconds=29))
+    assert not harness.inbox["alice"]
+    await harness.advance(timedelta(seconds=1))
+    harness.expect_page("alice")
+
+
+async def test_refused_page_moves_the_escalation_on_at_once(harness: Harness) -> None:
+    """A page the platform refuses for good is failed, and the next step is paged at once."""
+    harness.channel.fail_with = lambda m: (
+        DeliveryRefused("403") if m.recipient.identity == "alice" else None
+    )
+    await harness.say("SOS")
+    harness.inbox["defender"].clear()
+    await harness.advance(timedelta(seconds=1))
+    harness.expect_page("bob")
+    rows = await outbox_rows(harness)
+    failed = [r for r in rows if r.state == "failed"]
+    assert len(failed) == 1 and failed[0].responder == "alice" and failed[0].text_ct is None
+
+
+async def test_unknown_outcome_is_repeated_once_and_never_a_third_time(harness: Harness) -> None:
+    """A send whose outcome is unknown is sent once more, marked as a repeat; if that one is
+    unknown too, it is given up and the ladder moves on, never sent a third time."""
+    calls: list[OutboundMessage] = []
+
+    def flaky(message: OutboundMessage) -> Exception | None:
+        if message.recipient.identity == "alice":
+            calls.append(message)
+            return DeliveryUnknown("read timeout")
+        return None
+
+    harness.channel.fail_with = flaky
+    await harness.say("SOS")
+    harness.inbox["defender"].clear()
+    await harness.advance(timedelta(seconds=5))
+    assert [m.repeat for m in calls] == [False, True]
+    assert calls[1].text.startswith(calls[0].text.split("\n")[0] + " (repeat)\n")
+    rows = [r for r in await outbox_rows(harness) if r.responder == "alice"]
+    assert [r.state for r in rows] == ["failed"]
+    harness.expect_page("bob")  # the page given up on moves the ladder on at once
+
+
+async def test_unknown_outcome_then_success_delivers_a_marked_repeat(harness: Harness) -> None:
+    """After one unknown outcome the page is delivered as '(repeat)' with the same reference."""
+    outcomes = [DeliveryUnknown("timeout")]
+    harness.channel.fail_with = lambda m: (
+        outcomes.pop() if outcomes and m.recipient.identity == "alice" else None
+    )
+    await harness.say("SOS")
+    harness.inbox["defender"].clear()
+    match = harness.expect("alice", r"^CRITICAL case ([A-Z0-9]{4}) \(repeat\)\nSOS alert\n")
+    assert match.group(1)
+
+
+async def test_crash_while_sending_resends_once_as_repeat(harness: Harness) -> None:
+    """A row left 'sending' by a crash is sent again once its lease expires, as a repeat."""
+    assert harness.app is not None
+    harness.channel.fail_with = lambda m: DeliveryRetry("down")
+    await harness.say("SOS")
+    harness.channel.fail_with = None
+    async with harness.app.store.transaction() as tx:  # simulate: claimed, then the process died
+        await tx._s.execute(  # noqa: SLF001
+            update(Outbox).values(state="sending", lease_until=0, claim_token="dead")
+        )
+    await harness.restart()
+    harness.expect("alice", r"^CRITICAL case [A-Z0-9]{4} \(repeat\)")
+    harness.expect("defender", "Help is being alerted")
+    harness.expect("defender", "what is happening")
+    await harness.restart()
+    harness.expect_nothing()
+
+
+async def test_ack_cancels_pages_not_yet_sent(harness: Harness) -> None:
+    """Pages still queued when the case is taken are cancelled, and their content destroyed."""
+    harness.channel.fail_with = lambda m: (
+        DeliveryRetry("busy", retry_after=60) if m.recipient.identity == "bob" else None
+    )
+    await harness.say("SOS")
+    ref = harness.expect_page("alice")
+    harness.inbox["defender"].clear()
+    await harness.advance(timedelta(minutes=2))  # bob's page is queued but cannot go out
+    await harness.say(f"ack {ref}", who="alice")
+    harness.expect("alice", "You have case")
+    harness.expect("defender", "A responder has your case")
+    harness.channel.fail_with = None
+    await harness.advance(timedelta(minutes=5))
+    harness.expect_nothing()
+    bob = [r for r in await outbox_rows(harness) if r.responder == "bob" and r.kind == "page"]
+    assert [r.state for r in bob] == ["cancelled"]
+    assert bob[0].text_ct is None and bob[0].recipient_ct is None
+
+
+async def test_a_processing_error_gets_an_apology_not_silence(harness: Harness) -> None:
+    """If handling a message fails, the sender is told kindly and the inbox row is marked."""
+    assert harness.app is not None
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("boom with secret text")
+
+    harness.app.conversations.handle = broken  # type: ignore[method-assign]
+    await harness.say("hello")
+    harness.expect("defender", "something went wrong on our side")
+    async with harness.app.store.transaction() as tx:
+        row = (await tx._s.execute(select(Inbox))).scalar_one()  # noqa: SLF001
+    assert row.state == "failed" and row.message_ct is None
