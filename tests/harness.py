@@ -104,9 +104,7 @@ class Harness:
 
     async def start(self) -> None:
         """(Re)start the app on the same database, as a process restart would."""
-        self.app = await open_app(
-            self.config, self.keyring, self.clock, {"console": self.channel}
-        )
+        self.app = await open_app(self.config, self.keyring, self.clock, {"console": self.channel})
         await self.app.recover()
         await self.app.tick()
         await self.collect()

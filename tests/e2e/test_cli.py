@@ -23,8 +23,13 @@ FAST = TEST_CONFIG.replace('wait = "2m"', 'wait = "2s"')
 def run(args: list[str], stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``intake ARGS`` to completion."""
     return subprocess.run(
-        [*INTAKE, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [*INTAKE, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
@@ -34,8 +39,12 @@ class Shell:
     def __init__(self, config: Path, *extra: str) -> None:
         self.proc = subprocess.Popen(
             [*INTAKE, "shell", "-c", str(config), *extra],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, cwd=ROOT, bufsize=1,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            bufsize=1,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -176,8 +185,10 @@ def test_a_config_naming_an_unknown_responder_fails_with_file_line_and_key(
     tmp_path: Path,
 ) -> None:
     """A policy naming an unknown responder stops the start with file:line: key."""
-    config = write_config(tmp_path, TEST_CONFIG.replace('notify = ["bob"], wait = "3m"',
-                                                        'notify = ["zed"], wait = "3m"'))
+    config = write_config(
+        tmp_path,
+        TEST_CONFIG.replace('notify = ["bob"], wait = "3m"', 'notify = ["zed"], wait = "3m"'),
+    )
     result = run(["shell", "-c", str(config)], "SOS\n")
     assert result.returncode == 1
     line = next(n for n, text in enumerate(config.read_text().splitlines(), 1) if "zed" in text)

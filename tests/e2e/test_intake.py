@@ -98,7 +98,7 @@ async def test_no_consent_stores_nothing_and_says_where_else_to_get_help(
     assert await count_cases(harness) == 0
     assert harness.app is not None
     async with harness.app.store.transaction() as tx:
-        rows = (await tx._s.execute(select(Defender))).scalars().all()  # noqa: SLF001
+        rows = (await tx._s.execute(select(Defender))).scalars().all()
     assert len(rows) == 1
     async with harness.app.store.transaction() as tx:
         from bot.core.messages import Address

@@ -35,9 +35,9 @@ async def run_scenario(h: Harness, identity: str) -> None:
     assert h.app is not None
 
     async def say(text: str, who: str = identity) -> None:
-        h._lines += 1  # noqa: SLF001
+        h._lines += 1
         await h.app.receive(  # type: ignore[union-attr]
-            InboundMessage(Address("console", who), text, f"k{h._lines}", h.clock.now())  # noqa: SLF001
+            InboundMessage(Address("console", who), text, f"k{h._lines}", h.clock.now())
         )
         await h.collect()
 
@@ -87,13 +87,11 @@ async def test_a_ciphertext_moved_to_another_row_does_not_decrypt(harness: Harne
     harness.inbox.clear()
     await harness.say("SOS")
     async with harness.app.store.transaction() as tx:
-        entries = (await tx._s.execute(select(CaseEntry))).scalars().all()  # noqa: SLF001
-        cases = (await tx._s.execute(select(Case))).scalars().all()  # noqa: SLF001
+        entries = (await tx._s.execute(select(CaseEntry))).scalars().all()
+        cases = (await tx._s.execute(select(Case))).scalars().all()
     assert len(entries) == 1 and len(cases) == 1
     async with harness.app.engine.begin() as conn:
-        await conn.execute(
-            update(Case).values(details_ct=entries[0].value_ct)
-        )
+        await conn.execute(update(Case).values(details_ct=entries[0].value_ct))
     with pytest.raises(DecryptionError):
         async with harness.app.store.transaction() as tx:
             await tx.case_details(cases[0].id)
@@ -133,7 +131,9 @@ def test_redaction_masks_identities_and_tokens() -> None:
     """The log filter masks phone numbers, long numeric ids and bot tokens."""
     from bot.observability import redact
 
-    text = redact("to +49 151 1234 5678 id 7123456789 token 123456789:AAE_x1y2z3x1y2z3x1y2z3x1y2z3x1y2z3")
+    text = redact(
+        "to +49 151 1234 5678 id 7123456789 token 123456789:AAE_x1y2z3x1y2z3x1y2z3x1y2z3x1y2z3"
+    )
     assert "5678" not in text and "7123456789" not in text and "AAE_" not in text
     assert redact("case=01a22b562de25058a980fa9b6f031185 step=2") == (
         "case=01a22b562de25058a980fa9b6f031185 step=2"

@@ -15,7 +15,7 @@ async def outbox_rows(h: Harness) -> list[Outbox]:
     """Return every outbox row, oldest first."""
     assert h.app is not None
     async with h.app.store.transaction() as tx:
-        return list((await tx._s.execute(select(Outbox).order_by(Outbox.id))).scalars())  # noqa: SLF001
+        return list((await tx._s.execute(select(Outbox).order_by(Outbox.id))).scalars())
 
 
 async def test_a_message_delivered_twice_is_processed_once(harness: Harness) -> None:
@@ -42,7 +42,7 @@ async def test_a_crash_between_storing_and_processing_loses_nothing(harness: Har
     await harness.restart()
     harness.expect_nothing()
     async with harness.app.store.transaction() as tx:
-        row = (await tx._s.execute(select(Inbox))).scalar_one()  # noqa: SLF001
+        row = (await tx._s.execute(select(Inbox))).scalar_one()
     assert row.state == "done" and row.message_ct is None and row.wrapped_key is None
 
 
@@ -116,7 +116,7 @@ async def test_crash_while_sending_resends_once_as_repeat(harness: Harness) -> N
     await harness.say("SOS")
     harness.channel.fail_with = None
     async with harness.app.store.transaction() as tx:  # simulate: claimed, then the process died
-        await tx._s.execute(  # noqa: SLF001
+        await tx._s.execute(
             update(Outbox).values(state="sending", lease_until=0, claim_token="dead")
         )
     await harness.restart()
@@ -158,5 +158,5 @@ async def test_a_processing_error_gets_an_apology_not_silence(harness: Harness) 
     await harness.say("hello")
     harness.expect("defender", "something went wrong on our side")
     async with harness.app.store.transaction() as tx:
-        row = (await tx._s.execute(select(Inbox))).scalar_one()  # noqa: SLF001
+        row = (await tx._s.execute(select(Inbox))).scalar_one()
     assert row.state == "failed" and row.message_ct is None

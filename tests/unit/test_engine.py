@@ -43,9 +43,7 @@ FIRST_QUESTION = (
     "7. Something else\n"
     "Reply with a number. (Reply 0 to skip.)"
 )
-SOS_FIRST_QUESTION = (
-    "If you can, tell us in a few words what is happening.\n(Reply skip to skip.)"
-)
+SOS_FIRST_QUESTION = "If you can, tell us in a few words what is happening.\n(Reply skip to skip.)"
 OUT_OF_RANGE_7 = "Please reply with a number from 1 to 7."
 OUT_OF_RANGE_2 = "Please reply with a number from 1 to 2."
 WHAT_OPTIONS = ["detention", "attack", "threat", "judicial", "digital", "relocation", "other"]

@@ -383,7 +383,7 @@ def test_steps_not_tables(tmp_path: Path) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: loader._check_texts calls .items() on 'text' without checking it is a "
-    "table; text = \"x\" raises AttributeError instead of FlowError",
+    'table; text = "x" raises AttributeError instead of FlowError',
 )
 def test_text_not_a_table(tmp_path: Path) -> None:
     """A flow whose 'text' is a string is refused with a FlowError naming the file."""
