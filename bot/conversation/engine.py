@@ -7,6 +7,7 @@ knows arrives as arguments, so every behaviour is a table test away.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -135,8 +136,18 @@ class StepResult:
 
 
 def is_sos(flows: FlowSet, text: str) -> bool:
-    """Return True when the whole message is an SOS word of any language (any case)."""
-    folded = text.strip().casefold()
+    """Return True when the whole message is an SOS word of any language, in any case, with
+    spaces and punctuation ignored ("SOS", "sos!", "S.O.S", "S O S").
+
+    Only the whole message counts: "SOS please" is not an alarm.
+    """
+    if len(text) > 40:
+        return False
+    folded = "".join(
+        ch
+        for ch in text.casefold()
+        if not ch.isspace() and not unicodedata.category(ch).startswith("P")
+    )
     return any(folded in words.get("sos_words", ()) for words in flows.catalog.words.values())
 
 
@@ -259,7 +270,7 @@ def _parse_answer(
             return True, "no"
         return False, None
     if folded.isdecimal():
-        number = int(folded)
+        number = int(folded) if len(folded) <= 6 else 0
         if 1 <= number <= len(current.options):
             return True, current.options[number - 1]
         return False, None

@@ -136,10 +136,20 @@ def _check_spec_version(path: Path, data: Mapping[str, Any], problems: list[str]
 
 
 def _placeholders(text: str) -> set[str] | None:
+    """Return the placeholder names of ``text``, or None if it is malformed or uses anything
+    but plain ``{name}`` (no format specs, conversions, indexing or attributes)."""
     try:
-        return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        parsed = list(string.Formatter().parse(text))
     except ValueError:
         return None
+    names = set()
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if spec or conversion or not name.isidentifier():
+            return None
+        names.add(name)
+    return names
 
 
 def _check_texts(
@@ -152,6 +162,9 @@ def _check_texts(
     """Validate ``[text.<lang>]`` tables: the default language has every required key, other
     languages only known keys, and every text uses only the placeholders its key allows."""
     result: dict[str, dict[str, str]] = {}
+    if not isinstance(texts, dict):
+        problems.append(f"{where}: 'text' must be tables like [text.{default_language}]")
+        return result
     if default_language not in texts:
         problems.append(f"{where}: no [text.{default_language}] table (the default language)")
     for language, table in texts.items():
@@ -188,6 +201,9 @@ def _load_catalog(path: Path, default_language: str, problems: list[str]) -> Cat
     if data is None or not _check_spec_version(path, data, problems):
         return None
     raw_texts = data.get("text", {})
+    if not isinstance(raw_texts, dict):
+        problems.append(f"{path}: 'text' must be tables like [text.{default_language}]")
+        return None
     texts = _check_texts(str(path), raw_texts, default_language, CATALOG_KEYS, problems)
     words: dict[str, dict[str, tuple[str, ...]]] = {}
     for language, table in raw_texts.items():
@@ -264,7 +280,8 @@ def _load_steps(where: str, raw: Any, problems: list[str]) -> dict[str, Step]:
         return {}
     steps: dict[str, Step] = {}
     for index, item in enumerate(raw):
-        label = f"{where}: step {item.get('id', f'#{index + 1}')!r}"
+        name = item.get("id", f"#{index + 1}") if isinstance(item, dict) else f"#{index + 1}"
+        label = f"{where}: step {name!r}"
         step = _load_step(label, item, problems)
         if step is None:
             continue

@@ -121,6 +121,13 @@ class Catalog:
     default_language: str
 
 
+class _Params(dict[str, object]):
+    """Format parameters that leave an unknown ``{name}`` as it is instead of failing."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
 @dataclass(frozen=True, slots=True)
 class FlowSet:
     """Everything the conversation engine needs: the flows and the shared catalog."""
@@ -146,7 +153,7 @@ class FlowSet:
         tables += [self.catalog.texts.get(language, {}), self.catalog.texts.get(default, {})]
         for table in tables:
             if key in table:
-                return table[key].format(**params) if params else table[key]
+                return table[key].format_map(_Params(params))
         raise KeyError(f"no text {key!r}")  # the loader checks every key the engine uses
 
     def words(self, language: str, key: str) -> tuple[str, ...]:

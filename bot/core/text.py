@@ -26,14 +26,14 @@ def clean_input(raw: str, max_chars: int) -> CleanText:
     Guarantees the result has at most ``max_chars`` characters and contains no control
     characters other than newline and tab.
     """
-    normalised = unicodedata.normalize("NFC", raw.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = raw.replace("\r\n", "\n").replace("\r", "\n")
     kept = [
         ch
-        for ch in normalised
+        for ch in lines
         if ch in _KEPT or unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co", "Cn"}
     ]
-    stripped = len(kept) != len(normalised)
-    text = "".join(kept).strip()
+    stripped = len(kept) != len(lines)
+    text = unicodedata.normalize("NFC", "".join(kept)).strip()
     truncated = len(text) > max_chars
     if truncated:
         text = text[:max_chars].rstrip()

@@ -91,7 +91,14 @@ def load_rules(directory: Path, flows: FlowSet) -> RuleSet:
         problems.append(f"{path}: 'default' must be one of {', '.join(TIERS)}")
     rules: list[Rule] = []
     seen: set[str] = set()
-    for index, raw in enumerate(data.get("rules", [])):
+    raw_rules = data.get("rules", [])
+    if not isinstance(raw_rules, list):
+        problems.append(f"{path}: 'rules' must be [[rules]] tables")
+        raw_rules = []
+    for index, raw in enumerate(raw_rules):
+        if not isinstance(raw, dict):
+            problems.append(f"{path}: rule #{index + 1} must be a table")
+            continue
         label = f"{path}: rule {raw.get('id', f'#{index + 1}')!r}"
         rule_id, tier, reason, when = (raw.get(k) for k in ("id", "tier", "reason", "when"))
         if set(raw) - {"id", "tier", "reason", "when"}:

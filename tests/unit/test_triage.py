@@ -89,9 +89,7 @@ def test_detention_now_is_critical(rules: RuleSet) -> None:
 
 
 @pytest.mark.parametrize("answers", [{"what": "detention", "when": None}, {"what": "detention"}])
-def test_detention_when_skipped_is_critical(
-    rules: RuleSet, answers: dict[str, str | None]
-) -> None:
+def test_detention_when_skipped_is_critical(rules: RuleSet, answers: dict[str, str | None]) -> None:
     """Detention with 'when' skipped (or never asked) is treated as now: critical."""
     assert triage(rules, answers).tier == "critical"
 
@@ -174,9 +172,7 @@ def test_tier_is_most_urgent_of_default_floor_and_matches(
 
 @SETTINGS
 @given(data=st.data())
-def test_fewer_rules_never_more_urgent(
-    flows: FlowSet, rules: RuleSet, data: st.DataObject
-) -> None:
+def test_fewer_rules_never_more_urgent(flows: FlowSet, rules: RuleSet, data: st.DataObject) -> None:
     """Triage with any subset of the rules is never more urgent than with all of them."""
     answers = data.draw(answers_of(flows))
     keep = data.draw(st.lists(st.booleans(), min_size=len(rules.rules), max_size=len(rules.rules)))
@@ -186,7 +182,9 @@ def test_fewer_rules_never_more_urgent(
 
 @SETTINGS
 @given(data=st.data(), floor=tiers)
-def test_floor_never_lowers(flows: FlowSet, rules: RuleSet, data: st.DataObject, floor: str) -> None:
+def test_floor_never_lowers(
+    flows: FlowSet, rules: RuleSet, data: st.DataObject, floor: str
+) -> None:
     """Adding a floor never makes the result less urgent, and the result is at least the floor."""
     answers = data.draw(answers_of(flows))
     with_floor = triage(rules, answers, floor)
@@ -228,7 +226,8 @@ def test_valid_custom_rule_loads(tmp_path: Path, flows: FlowSet) -> None:
 def test_rule_on_unknown_step(tmp_path: Path, flows: FlowSet) -> None:
     """A rule on a step the flow lacks is refused naming the file, the rule and the step."""
     path = write_rules(
-        tmp_path, '[[rules]]\nid = "bad-rule"\ntier = "high"\nreason = "r"\nwhen = { mood = ["x"] }\n'
+        tmp_path,
+        '[[rules]]\nid = "bad-rule"\ntier = "high"\nreason = "r"\nwhen = { mood = ["x"] }\n',
     )
     assert f"{path}: rule 'bad-rule': intake has no step 'mood'" in refused(tmp_path, flows)
 
@@ -237,8 +236,7 @@ def test_rule_with_impossible_value(tmp_path: Path, flows: FlowSet) -> None:
     """A rule on an answer the step cannot give is refused naming the rule and the value."""
     path = write_rules(
         tmp_path,
-        '[[rules]]\nid = "bad-rule"\ntier = "high"\nreason = "r"\n'
-        'when = { what = ["kidnap"] }\n',
+        '[[rules]]\nid = "bad-rule"\ntier = "high"\nreason = "r"\nwhen = { what = ["kidnap"] }\n',
     )
     assert f"{path}: rule 'bad-rule': when.what = 'kidnap' is not an answer of step 'what'" in (
         refused(tmp_path, flows)
@@ -269,9 +267,7 @@ def test_duplicate_rule_id(tmp_path: Path, flows: FlowSet) -> None:
     """Two rules with one id are refused naming the rule."""
     one = '[[rules]]\nid = "twice"\ntier = "high"\nreason = "r"\nwhen = { what = ["threat"] }\n'
     path = write_rules(tmp_path, one + one)
-    assert f"{path}: rule 'twice': 'id' must be a unique lowercase slug" in refused(
-        tmp_path, flows
-    )
+    assert f"{path}: rule 'twice': 'id' must be a unique lowercase slug" in refused(tmp_path, flows)
 
 
 def test_unknown_default(tmp_path: Path, flows: FlowSet) -> None:
@@ -299,11 +295,6 @@ def test_real_file_copy_loads(tmp_path: Path, flows: FlowSet) -> None:
     assert load_rules(tmp_path, flows) == load_rules(FLOWS_DIR, flows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: rules.load_rules calls raw.get() before checking a rule is a table; "
-    'rules = ["x"] raises AttributeError instead of FlowError',
-)
 def test_rule_not_a_table(tmp_path: Path, flows: FlowSet) -> None:
     """A rules list of plain strings is refused with a FlowError naming the file."""
     path = write_rules(tmp_path, 'rules = ["oops"]\n')
