@@ -88,7 +88,11 @@ def shell(config_path: Path | None, linger: float, log_level: str) -> None:
 
     config = _load(config_path, default_example=True)
     setup_logging(log_level.upper())
-    sys.exit(_run(run_shell(config, linger=linger)))
+    try:
+        sys.exit(_run(run_shell(config, linger=linger)))
+    except KeyboardInterrupt:
+        click.echo("\nstopped; everything received so far is stored and will be sent", err=True)
+        sys.exit(130)
 
 
 @main.command()

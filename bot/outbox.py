@@ -64,7 +64,6 @@ class OutboxSender:
         self._lease = lease
         self._batch = batch
         self._on_sent = on_sent
-        self._attempts: dict[str, int] = {}
 
     @property
     def channel_names(self) -> list[str]:
@@ -102,9 +101,9 @@ class OutboxSender:
         try:
             await channel.send(outbound)
         except DeliveryRetry as exc:
-            attempts = self._attempts.get(message.id, 0) + 1
-            self._attempts[message.id] = attempts
-            wait = timedelta(seconds=exc.retry_after) if exc.retry_after else backoff(attempts)
+            wait = (
+                timedelta(seconds=exc.retry_after) if exc.retry_after else backoff(message.attempts)
+            )
             async with self._store.transaction() as tx:
                 await tx.outbox_retry(
                     message.id, message.token, self._clock.now() + wait, type(exc).__name__
@@ -136,7 +135,6 @@ class OutboxSender:
         async with self._store.transaction() as tx:
             if not await tx.outbox_sent(message.id, message.token, self._clock.now()):
                 log.warning("outbox.claim_lost id=%s (a repeat may follow)", message.id)
-        self._attempts.pop(message.id, None)
         if self._on_sent is not None:
             self._on_sent(message)
         return 1

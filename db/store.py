@@ -570,6 +570,7 @@ class Transaction:
                     loop=row.loop,
                     step=row.step,
                     repeat=row.ambiguous,
+                    attempts=row.attempts,
                 )
             )
         return claimed

@@ -8,8 +8,10 @@ said by responder NAME. Output: every line shows whom it is for, e.g. ``[to alic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TextIO
@@ -80,13 +82,27 @@ class ConsoleChannel:
         )
 
     async def listen(self, handle: Callable[[InboundMessage], Awaitable[None]]) -> None:
-        """Read lines until end of input, handing each message to ``handle`` in order."""
+        """Read lines until end of input, handing each message to ``handle`` in order.
+
+        Lines are read by a daemon thread, so a blocked terminal read never keeps the process
+        alive after Ctrl-C.
+        """
         loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def read() -> None:
+            try:
+                for line in iter(self._stdin.readline, ""):
+                    loop.call_soon_threadsafe(lines.put_nowait, line)
+            except (OSError, ValueError):  # stdin closed under us
+                pass
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop may already be closed
+                    loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        threading.Thread(target=read, name="console-stdin", daemon=True).start()
         number = 0
-        while True:
-            line = await loop.run_in_executor(None, self._stdin.readline)
-            if not line:
-                return
+        while (line := await lines.get()) is not None:
             number += 1
             message = self.parse(line, number)
             if message is not None:

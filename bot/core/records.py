@@ -74,3 +74,4 @@ class ClaimedMessage:
     loop: int | None
     step: int | None
     repeat: bool
+    attempts: int
