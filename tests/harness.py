@@ -19,7 +19,7 @@ from db.crypto import KeyRing, ensure_development_keyring
 
 TEST_CONFIG = """
 [database]
-url = "sqlite+aiosqlite:///{db}"
+url = "{url}"
 
 [keys]
 dir = "{keys}"
@@ -56,10 +56,12 @@ steps = [{{ notify = ["carol"], wait = "8h" }}]
 """
 
 
-def write_config(directory: Path, body: str = TEST_CONFIG) -> Path:
-    """Write a test config using a database and keys under ``directory``; return its path."""
+def write_config(directory: Path, body: str = TEST_CONFIG, url: str | None = None) -> Path:
+    """Write a test config with keys under ``directory`` and the database at ``url`` (default:
+    a SQLite file in ``directory``); return its path."""
     path = directory / "config.toml"
-    path.write_text(body.format(db=directory / "intake.db", keys=directory / "keys"))
+    url = url or f"sqlite+aiosqlite:///{directory / 'intake.db'}"
+    path.write_text(body.format(url=url, keys=directory / "keys"))
     return path
 
 
@@ -93,10 +95,18 @@ class Harness:
     inbox: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     _lines: int = 0
 
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return "postgresql" if self.config.database.url.startswith("postgresql") else "sqlite"
+
     @classmethod
-    async def create(cls, directory: Path, body: str = TEST_CONFIG) -> Harness:
-        """Build a harness with its own database and development keys in ``directory``."""
-        config = load_config(write_config(directory, body))
+    async def create(
+        cls, directory: Path, body: str = TEST_CONFIG, url: str | None = None
+    ) -> Harness:
+        """Build a harness with development keys in ``directory`` and its own database (a
+        SQLite file in ``directory`` unless ``url`` is given)."""
+        config = load_config(write_config(directory, body, url))
         keyring, _ = ensure_development_keyring(config.keys.dir, {})
         harness = cls(directory=directory, config=config, keyring=keyring)
         await harness.start()
