@@ -156,6 +156,14 @@ def db_upgrade(config_path: Path | None) -> None:
         click.echo(f"database upgraded from {before or 'empty'} to revision {after}")
 
 
+key_dir_option = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Key directory (default: [keys] dir of the config).",
+)
+
+
 @main.group()
 def keys() -> None:
     """Key management: the server key that wraps every data key, and the identity pepper."""
@@ -169,12 +177,7 @@ def _key_dir(config_path: Path | None, directory: Path | None) -> Path:
 
 @keys.command("init")
 @config_option
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Key directory (default: [keys] dir of the config).",
-)
+@key_dir_option
 def keys_init(config_path: Path | None, directory: Path | None) -> None:
     """Create production keys (mode 0600). Back the file up offline: without it, every
     stored case is unreadable."""
@@ -190,12 +193,7 @@ def keys_init(config_path: Path | None, directory: Path | None) -> None:
 
 @keys.command("rotate")
 @config_option
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Key directory (default: [keys] dir of the config).",
-)
+@key_dir_option
 def keys_rotate(config_path: Path | None, directory: Path | None) -> None:
     """Add a new server key and make it current; old keys stay so old data still opens."""
     key_dir = _key_dir(config_path, directory)
