@@ -25,14 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import text
 
-from bot.app import open_app  # noqa: E402
-from bot.config import load_config  # noqa: E402
-from bot.core.clock import FakeClock  # noqa: E402
-from bot.core.messages import Address, InboundMessage  # noqa: E402
-from db.crypto import ensure_development_keyring  # noqa: E402
-from tests.harness import TEST_CONFIG, RecordingChannel, write_config  # noqa: E402
+from bot.app import open_app
+from bot.config import load_config
+from bot.core.clock import FakeClock
+from bot.core.messages import Address, InboundMessage
+from db.crypto import ensure_development_keyring
+from tests.harness import TEST_CONFIG, RecordingChannel, write_config
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:

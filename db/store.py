@@ -176,29 +176,37 @@ class Transaction:
     # -- defenders -----------------------------------------------------------------------
 
     async def defender_for(self, address: Address, now: datetime) -> DefenderView:
-        """Return the defender behind ``address``, creating the record on first contact."""
+        """Return the defender behind ``address``, creating the record on first contact.
+
+        The defender's row stays locked until the transaction ends (PostgreSQL ``FOR UPDATE``;
+        SQLite's write lock), so two messages from one person are processed one after the
+        other, never interleaved — even on several instances.
+        """
         identity_hash = self._keys.pseudonym("address", f"{address.channel}\x00{address.identity}")
-        row = (
-            await self._s.execute(select(Defender).where(Defender.identity_hash == identity_hash))
-        ).scalar_one_or_none()
+        query = select(Defender).where(Defender.identity_hash == identity_hash)
+        if self._dialect == "postgresql":
+            query = query.with_for_update()
+        row = (await self._s.execute(query)).scalar_one_or_none()
         if row is None:
             row_id = new_id()
             key, wrapped = self._new_key("defender", row_id)
             address_ct = key.encrypt_json(
                 [address.channel, address.identity], field_context("defender", "address", row_id)
             )
-            row = Defender(
-                id=row_id,
-                identity_hash=identity_hash,
-                wrapped_key=wrapped,
-                address_ct=address_ct,
-                session_ct=None,
-                created_at=to_millis(now),
-                updated_at=to_millis(now),
-            )
-            self._s.add(row)
-            await self._s.flush()
-            return DefenderView(id=row_id, session=None)
+            await self._insert_ignore(
+                Defender,
+                {
+                    "id": row_id,
+                    "identity_hash": identity_hash,
+                    "wrapped_key": wrapped,
+                    "address_ct": address_ct,
+                    "session_ct": None,
+                    "created_at": to_millis(now),
+                    "updated_at": to_millis(now),
+                },
+                "identity_hash",
+            )  # a concurrent first message may have created it: then we lock theirs below
+            row = (await self._s.execute(query)).scalar_one()
         session = None
         if row.session_ct is not None:
             session = self._key("defender", row.id, row.wrapped_key).decrypt_json(

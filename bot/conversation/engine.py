@@ -160,6 +160,11 @@ def step(flows: FlowSet, session: Session, message: StepInput, now: datetime) ->
     draft.
     """
     session = replace(session, touched_at=int(now.timestamp() * 1000))
+    flow_in_progress = flows.flows.get(session.flow or "")
+    if session.flow is not None and (
+        flow_in_progress is None or session.step not in flow_in_progress.steps
+    ):
+        session = session.idle()  # the flow was changed or removed since this session began
     before: list[Effect] = []
     if message.truncated_to is not None:
         before.append(Reply(flows.text(session.language, "truncated", limit=message.truncated_to)))

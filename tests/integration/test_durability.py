@@ -160,3 +160,43 @@ async def test_a_processing_error_gets_an_apology_not_silence(harness: Harness) 
     async with harness.app.store.transaction() as tx:
         row = (await tx._s.execute(select(Inbox))).scalar_one()
     assert row.state == "failed" and row.message_ct is None
+
+
+async def test_concurrent_messages_from_one_defender_are_serialised(harness: Harness) -> None:
+    """Two answers arriving at once are applied one after the other (no lost session update):
+    the intake moves two steps, not one."""
+    import asyncio
+
+    from bot.core.messages import Address
+
+    assert harness.app is not None
+    await harness.say("/start")
+    harness.inbox.clear()
+    await asyncio.gather(
+        harness.app.receive(harness.message("1")), harness.app.receive(harness.message("1"))
+    )
+    async with harness.app.store.transaction() as tx:
+        defender = await tx.defender_for(Address("console", "defender"), harness.clock.now())
+    assert defender.session is not None
+    assert defender.session["step"] == "where"
+    assert defender.session["answers"] == {"what": "detention", "when": "now"}
+    await harness.collect()
+    harness.inbox.clear()
+
+
+async def test_a_session_whose_step_no_longer_exists_starts_fresh(harness: Harness) -> None:
+    """If the flows changed since a session was saved, the defender is not stuck: the next
+    message is handled as a new conversation."""
+    from bot.core.messages import Address
+
+    assert harness.app is not None
+    await harness.say("/start")
+    harness.inbox.clear()
+    async with harness.app.store.transaction() as tx:
+        defender = await tx.defender_for(Address("console", "defender"), harness.clock.now())
+        assert defender.session is not None
+        stale = {**defender.session, "step": "removed_step"}
+        await tx.defender_save_session(defender.id, stale, harness.clock.now())
+    await harness.say("hello")
+    harness.expect("defender", "emergency line")
+    harness.expect("defender", "What is happening")
