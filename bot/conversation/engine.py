@@ -135,20 +135,29 @@ class StepResult:
     effects: tuple[Effect, ...]
 
 
-def is_sos(flows: FlowSet, text: str) -> bool:
-    """Return True when the whole message is an SOS word of any language, in any case, with
-    spaces and punctuation ignored ("SOS", "sos!", "S.O.S", "S O S").
-
-    Only the whole message counts: "SOS please" is not an alarm.
-    """
-    if len(text) > 40:
-        return False
-    folded = "".join(
+def _compact(text: str) -> str:
+    """Casefold and drop spaces and punctuation: 'S.O.S!' and 'sos' compare equal."""
+    return "".join(
         ch
         for ch in text.casefold()
         if not ch.isspace() and not unicodedata.category(ch).startswith("P")
     )
-    return any(folded in words.get("sos_words", ()) for words in flows.catalog.words.values())
+
+
+def is_sos(flows: FlowSet, text: str) -> bool:
+    """Return True when the whole message is an SOS word of any language, in any case, with
+    spaces and punctuation ignored ("SOS", "sos!", "S.O.S", "S O S", "au secours !").
+
+    Only the whole message counts: "SOS please" is not an alarm.
+    """
+    if len(text) > 60:
+        return False
+    folded = _compact(text)
+    return bool(folded) and any(
+        folded == _compact(word)
+        for words in flows.catalog.words.values()
+        for word in words.get("sos_words", ())
+    )
 
 
 def step(flows: FlowSet, session: Session, message: StepInput, now: datetime) -> StepResult:

@@ -398,3 +398,31 @@ def test_escaped_brace_shown_once(tmp_path: Path) -> None:
     edit(d, INTAKE, 'what = "What is happening?"', 'what = "What is happening? {{urgent}}"')
     flows = load_flows(d)
     assert flows.text("en", "what", flows.flows["intake"]) == "What is happening? {urgent}"
+
+
+def test_a_second_language_is_used_and_falls_back_per_text(tmp_path: Path) -> None:
+    """A partial [text.fr] table is used for the texts it has; the others fall back to the
+    default language; its SOS words are recognised whatever the session's language."""
+    from datetime import UTC, datetime
+
+    from bot.conversation.engine import Session, StepInput, step
+
+    d = copy_flows(tmp_path)
+    with (d / "intake.toml").open("a") as handle:
+        handle.write('\n[text.fr]\nwhat = "Que se passe-t-il ?"\n"what.detention" = "Détention"\n')
+    with (d / "messages.toml").open("a") as handle:
+        handle.write('\n[text.fr]\nsos_words = ["SOS", "au secours"]\n')
+    flows = load_flows(d)
+    result = step(flows, Session(language="fr"), StepInput("/start"), datetime.now(UTC))
+    question = result.effects[-1].text  # type: ignore[union-attr]
+    assert question.startswith("Que se passe-t-il ?\n1. Détention\n2. Physical attack")
+    english = step(flows, Session(language="en"), StepInput("Au secours !"), datetime.now(UTC))
+    assert type(english.effects[0]).__name__ == "OpenCase"
+
+
+def test_an_unknown_key_in_a_second_language_is_refused(tmp_path: Path) -> None:
+    """A translation key that matches no step (a typo) is refused, naming file and key."""
+    d = copy_flows(tmp_path)
+    with (d / "intake.toml").open("a") as handle:
+        handle.write('\n[text.fr]\nwaht = "Que se passe-t-il ?"\n')
+    assert "[text.fr] 'waht' is not a known text key" in problems(d)
