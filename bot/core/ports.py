@@ -3,12 +3,12 @@ the services depend only on these, and tests may substitute their own."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bot.core.messages import Address, InboundMessage, OutboundMessage
+from bot.core.messages import Address, Delivered, InboundMessage, OutboundMessage
 from bot.core.records import (
     CaseView,
     ClaimedMessage,
@@ -195,6 +195,28 @@ class Channel(Protocol):
 
     name: str
 
-    async def send(self, message: OutboundMessage) -> None:
-        """Deliver ``message`` or raise a ``bot.core.messages.DeliveryError`` subclass."""
+    async def send(self, message: OutboundMessage) -> Delivered | None:
+        """Deliver ``message`` or raise a ``bot.core.messages.DeliveryError`` subclass.
+
+        Must not raise anything else for platform trouble, must return within about 30 s
+        (well inside the outbox lease), and must not log text or identities.
+        """
+        ...
+
+
+Handler = Callable[[InboundMessage], Awaitable[None]]
+
+
+class ReceivingChannel(Channel, Protocol):
+    """A channel that also receives (Telegram, Signal), run by ``intake run``."""
+
+    async def start(self, handle: Handler) -> None:
+        """Check the platform (fail with ``bot.errors.ChannelStartError`` and a clear reason if
+        it is unreachable or misconfigured), then start receiving in background tasks, handing
+        every message to ``handle``. ``handle`` returns once the message is stored in the
+        inbox and processed; only then may the channel confirm the message to the platform."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop receiving: finish the message in hand, confirm what was stored, close clients."""
         ...
