@@ -114,13 +114,13 @@ class App:
         now = self.clock.now()
         try:
             async with self.store.transaction() as tx:
-                responder = self.paging.directory.responder_at(message.sender)
+                responder = self.responder_of(message)
                 if responder is not None:
                     await self.paging.command(
                         tx, responder, message.sender, message.text, now, inbox_id
                     )
                 else:
-                    await self.conversations.handle(tx, inbox_id, message.sender, message.text, now)
+                    await self.conversations.handle(tx, inbox_id, message, now)
                 await tx.inbox_finish(inbox_id, now)
         except Exception:
             log.exception("inbox.process_failed id=%s", inbox_id)
@@ -138,6 +138,16 @@ class App:
                     now,
                 )
         self.wake()
+
+    def responder_of(self, message: InboundMessage) -> str | None:
+        """Return the responder who wrote ``message``, recognised only by the addresses in the
+        config (the sender's own address or an alias such as their Signal number)."""
+        directory = self.paging.directory
+        for address in (message.sender, *message.aliases):
+            name = directory.responder_at(address)
+            if name is not None:
+                return name
+        return None
 
     async def recover(self) -> int:
         """Process inbox messages stored but not processed before a crash; return how many."""
@@ -258,7 +268,13 @@ async def open_app(
         default_language=config.flows.language,
     )
     conversations = ConversationService(
-        flows, rules, paging, config.flows.language, config.limits.max_message_chars
+        flows,
+        rules,
+        paging,
+        config.flows.language,
+        config.limits.max_message_chars,
+        scrub_channels={"telegram"} if config.telegram.delete_after_intake else set(),
+        signal_number=config.signal.number if config.signal.enabled else None,
     )
     sender = OutboxSender(store, channels, clock, lease=sender_lease or LEASE)
     return App(

@@ -14,6 +14,7 @@ no transaction is ever held open across network I/O. Outcomes (DESIGN.md, durabi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -85,8 +86,21 @@ class OutboxSender:
                 )
             if not claimed:
                 return delivered
+            by_channel: dict[str, list[ClaimedMessage]] = {}
             for message in claimed:
-                delivered += await self._deliver(message)
+                by_channel.setdefault(message.recipient.channel, []).append(message)
+            # Channels are served side by side, so a slow platform never holds up the others;
+            # within a channel, messages go out in claim order (most urgent first).
+            counts = await asyncio.gather(
+                *(self._deliver_all(messages) for messages in by_channel.values())
+            )
+            delivered += sum(counts)
+
+    async def _deliver_all(self, messages: list[ClaimedMessage]) -> int:
+        delivered = 0
+        for message in messages:
+            delivered += await self._deliver(message)
+        return delivered
 
     async def _deliver(self, message: ClaimedMessage) -> int:
         channel = self._channels[message.recipient.channel]
@@ -96,10 +110,18 @@ class OutboxSender:
             else message.text
         )
         outbound = OutboundMessage(
-            recipient=message.recipient, text=text, outbox_id=message.id, repeat=message.repeat
+            recipient=message.recipient,
+            text=text,
+            outbox_id=message.id,
+            repeat=message.repeat,
+            kind=message.kind,
+            priority=message.priority,
+            choices=message.choices,
+            delete_ids=message.delete_ids,
+            to_defender=message.to_defender,
         )
         try:
-            await channel.send(outbound)
+            delivered = await channel.send(outbound)
         except DeliveryRetry as exc:
             wait = (
                 timedelta(seconds=exc.retry_after) if exc.retry_after else backoff(message.attempts)
@@ -132,8 +154,9 @@ class OutboxSender:
         except Exception:  # a channel bug must not kill the sender; the lease will expire
             log.exception("outbox.channel_error id=%s channel=%s", message.id, channel.name)
             return 0
+        ids = delivered.message_ids if delivered is not None else ()
         async with self._store.transaction() as tx:
-            if not await tx.outbox_sent(message.id, message.token, self._clock.now()):
+            if not await tx.outbox_sent(message.id, message.token, self._clock.now(), ids):
                 log.warning("outbox.claim_lost id=%s (a repeat may follow)", message.id)
         if self._on_sent is not None:
             self._on_sent(message)

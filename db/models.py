@@ -147,9 +147,13 @@ class Outbox(Base):
     case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
     loop: Mapped[int | None] = mapped_column(Integer)
     step: Mapped[int | None] = mapped_column(Integer)
+    defender_id: Mapped[str | None] = mapped_column(
+        ForeignKey("defender.id", ondelete="CASCADE"), index=True
+    )
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     recipient_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
-    text_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    payload_ct: Mapped[bytes | None] = mapped_column(LargeBinary)  # text, buttons, ids to delete
+    provider_ids: Mapped[str | None] = mapped_column(String(400))  # platform message ids, once sent
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     ambiguous: Mapped[bool] = mapped_column(Boolean, default=False)

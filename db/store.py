@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.core.clock import from_millis, to_millis
-from bot.core.messages import Address, InboundMessage
+from bot.core.messages import Address, Choice, InboundMessage
 from bot.core.records import (
     CaseView,
     ClaimedMessage,
@@ -482,16 +482,24 @@ class Transaction:
                 "case_id": item.case_id,
                 "loop": item.loop,
                 "step": item.step,
+                "defender_id": item.defender_id,
                 "wrapped_key": wrapped,
                 "recipient_ct": key.encrypt_json(
                     [item.recipient.channel, item.recipient.identity],
                     field_context("outbox", "recipient", row_id),
                 ),
-                "text_ct": key.encrypt_text(item.text, field_context("outbox", "text", row_id)),
+                "payload_ct": key.encrypt_json(
+                    {
+                        "text": item.text,
+                        "choices": [[c.label, c.data] for c in item.choices],
+                        "delete_ids": list(item.delete_ids),
+                    },
+                    field_context("outbox", "payload", row_id),
+                ),
                 "state": "pending",
                 "attempts": 0,
                 "ambiguous": False,
-                "next_attempt_at": to_millis(now),
+                "next_attempt_at": to_millis(max(now, item.not_before or now)),
                 "created_at": to_millis(now),
             },
             "idempotency_key",
@@ -502,7 +510,7 @@ class Transaction:
         result = await self._s.execute(
             update(Outbox)
             .where(Outbox.case_id == case_id, Outbox.kind == "page", Outbox.state == "pending")
-            .values(state="cancelled", wrapped_key=None, recipient_ct=None, text_ct=None)
+            .values(state="cancelled", wrapped_key=None, recipient_ct=None, payload_ct=None)
         )
         return int(getattr(result, "rowcount", 0))
 
@@ -556,12 +564,19 @@ class Transaction:
                     continue
                 row.ambiguous = True
                 await self.log("outbox.reclaimed", now, case_id=row.case_id, detail=row.id)
-            assert row.wrapped_key and row.recipient_ct and row.text_ct
+            assert row.wrapped_key and row.recipient_ct and row.payload_ct
             key = self._key("outbox", row.id, row.wrapped_key)
             channel, identity = key.decrypt_json(
                 row.recipient_ct, field_context("outbox", "recipient", row.id)
             )
-            text = key.decrypt_text(row.text_ct, field_context("outbox", "text", row.id))
+            payload = key.decrypt_json(row.payload_ct, field_context("outbox", "payload", row.id))
+            if row.kind == "scrub" and row.defender_id is not None:
+                # Move the ids of what we sent into this row, so a retry still has them.
+                payload["delete_ids"] += await self._sent_ids(row.defender_id, now)
+                row.payload_ct = key.encrypt_json(
+                    payload, field_context("outbox", "payload", row.id)
+                )
+            delete_ids = tuple(payload["delete_ids"])
             row.state = "sending"
             row.claim_token = secrets.token_hex(16)
             row.lease_until = to_millis(now + lease)
@@ -571,17 +586,39 @@ class Transaction:
                     id=row.id,
                     token=row.claim_token,
                     kind=row.kind,
+                    priority=row.priority,
                     recipient=Address(channel, identity),
-                    text=text,
+                    text=payload["text"],
                     case_id=row.case_id,
                     responder=row.responder,
                     loop=row.loop,
                     step=row.step,
                     repeat=row.ambiguous,
                     attempts=row.attempts,
+                    to_defender=row.defender_id is not None,
+                    choices=tuple(Choice(label, data) for label, data in payload["choices"]),
+                    delete_ids=delete_ids,
                 )
             )
         return claimed
+
+    async def _sent_ids(self, defender_id: str, now: datetime) -> list[str]:
+        """Platform ids of what we sent this defender that can still be deleted (Telegram
+        allows 48 hours), taken off their rows so a later scrub does not try them again."""
+        rows = await self._s.execute(
+            select(Outbox).where(
+                Outbox.defender_id == defender_id,
+                Outbox.kind != "scrub",
+                Outbox.provider_ids.is_not(None),
+                Outbox.sent_at >= to_millis(now - timedelta(hours=47)),
+            )
+        )
+        ids: list[str] = []
+        for row in rows.scalars():
+            assert row.provider_ids is not None
+            ids += row.provider_ids.split(",")
+            row.provider_ids = None
+        return ids
 
     async def _claimed(self, message_id: str, token: str) -> Outbox | None:
         row = await self._s.get(Outbox, message_id)
@@ -591,7 +628,7 @@ class Transaction:
 
     @staticmethod
     def _shred(row: Outbox) -> None:
-        row.wrapped_key = row.recipient_ct = row.text_ct = None
+        row.wrapped_key = row.recipient_ct = row.payload_ct = None
 
     def _fail(self, row: Outbox, error: str) -> None:
         row.state = "failed"
@@ -599,11 +636,16 @@ class Transaction:
         row.lease_until = None
         self._shred(row)
 
-    async def outbox_sent(self, message_id: str, token: str, now: datetime) -> bool:
-        """Record a delivery; False if the claim had been lost (a repeat may follow)."""
+    async def outbox_sent(
+        self, message_id: str, token: str, now: datetime, provider_ids: Sequence[str] = ()
+    ) -> bool:
+        """Record a delivery and the platform's message ids (kept only for messages to
+        defenders, so their chat can be cleared); False if the claim had been lost."""
         row = await self._claimed(message_id, token)
         if row is None:
             return False
+        if row.defender_id is not None and provider_ids and row.kind != "scrub":
+            row.provider_ids = ",".join(provider_ids)[:400]
         row.state = "sent"
         row.sent_at = to_millis(now)
         row.lease_until = None

@@ -7,6 +7,7 @@ knows arrives as arguments, so every behaviour is a table test away.
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.conversation.model import Flow, FlowKind, FlowSet, Outcome, Step, StepType
+from bot.core.messages import Choice
 
 COMMANDS = ("/start", "/help", "/cancel", "/status")
 
@@ -29,6 +31,11 @@ class Session:
         answers: draft answers of an intake in progress (step id -> answer; None = skipped).
         case_ref: the case opened by the SOS flow in progress (bound by the service).
         touched_at: when the session last changed (epoch ms), for draft expiry.
+        nonce: identifies the question last asked; its buttons carry it, so a button from an
+            earlier question is recognised as stale.
+        notices: one-time notices already shown (e.g. the Telegram encryption warning).
+        chat_ids: platform ids of the defender's messages in a chat that will be deleted after
+            the intake (Telegram), kept only until then.
     """
 
     language: str
@@ -37,6 +44,9 @@ class Session:
     answers: Mapping[str, str | None] = field(default_factory=dict)
     case_ref: str | None = None
     touched_at: int = 0
+    nonce: str = ""
+    notices: tuple[str, ...] = ()
+    chat_ids: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict; :meth:`from_dict` reverses it."""
@@ -48,6 +58,9 @@ class Session:
             "answers": dict(self.answers),
             "case_ref": self.case_ref,
             "touched_at": self.touched_at,
+            "nonce": self.nonce,
+            "notices": list(self.notices),
+            "chat_ids": list(self.chat_ids),
         }
 
     @classmethod
@@ -60,11 +73,14 @@ class Session:
             answers=dict(data.get("answers") or {}),
             case_ref=data.get("case_ref"),
             touched_at=int(data.get("touched_at", 0)),
+            nonce=str(data.get("nonce", "")),
+            notices=tuple(data.get("notices") or ()),
+            chat_ids=tuple(data.get("chat_ids") or ()),
         )
 
     def idle(self) -> Session:
         """Return this session with no flow in progress and no draft."""
-        return replace(self, flow=None, step=None, answers={}, case_ref=None)
+        return replace(self, flow=None, step=None, answers={}, case_ref=None, nonce="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,18 +91,29 @@ class StepInput:
         text: the cleaned text (see :func:`bot.core.text.clean_input`).
         truncated_to: the limit the text was cut to, or None if it was not cut.
         open_case_ref: the reference of the defender's most recent open case, if any.
+        button: the data of a pressed button (see :func:`button_data`), if any.
     """
 
     text: str
     truncated_to: int | None = None
     open_case_ref: str | None = None
+    button: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Say ``text`` to the defender."""
+    """Say ``text`` to the defender, offering ``choices`` as buttons where the channel can."""
 
     text: str
+    choices: tuple[Choice, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Scrub:
+    """The conversation that led to case ``ref`` is stored: clear it from the defender's chat
+    where the platform allows (Telegram), leaving a neutral note."""
+
+    ref: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +151,7 @@ class ShowStatus:
     """Tell the defender the state of their cases (no details)."""
 
 
-Effect = Reply | OpenCase | AddToCase | ShowStatus
+Effect = Reply | OpenCase | AddToCase | ShowStatus | Scrub
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +193,7 @@ def step(flows: FlowSet, session: Session, message: StepInput, now: datetime) ->
     Guarantees: SOS always opens (or re-alerts) a critical case first, whatever flow is in
     progress; every message gets at least one reply or effect (never a silent drop); an intake's
     answers are only handed over for storage after a "yes" to consent; ``/cancel`` deletes the
-    draft.
+    draft; a button from an earlier question is refused kindly and the current one asked again.
     """
     session = replace(session, touched_at=int(now.timestamp() * 1000))
     flow_in_progress = flows.flows.get(session.flow or "")
@@ -177,6 +204,8 @@ def step(flows: FlowSet, session: Session, message: StepInput, now: datetime) ->
     before: list[Effect] = []
     if message.truncated_to is not None:
         before.append(Reply(flows.text(session.language, "truncated", limit=message.truncated_to)))
+    if message.button is not None:
+        return _button(flows, session, message.button, before)
     text = message.text
     if is_sos(flows, text):
         return _start_sos(flows, session, before)
@@ -211,9 +240,59 @@ def question(flows: FlowSet, flow: Flow, current: Step, language: str) -> str:
     return "\n".join(lines)
 
 
+def button_data(flow: Flow, current: Step, nonce: str, number: int) -> str:
+    """Return the data of button ``number`` (0 = skip) of a question: flow, step, the
+    question's nonce and the number, e.g. ``intake:what:3f9a1c:2`` (at most 64 bytes)."""
+    return f"{flow.id}:{current.id}:{nonce}:{number}"
+
+
+def _ask(
+    flows: FlowSet, flow: Flow, current: Step, session: Session, *, again: bool = False
+) -> tuple[Session, Reply]:
+    """Ask ``current``: the session now waits there under a fresh nonce (or, asking ``again``,
+    the same one, so the buttons already on screen keep working); the reply carries numbered
+    options in its text and, for choices and yes/no, buttons."""
+    seed = f"{flow.id}|{current.id}|{session.touched_at}|{len(session.answers)}"
+    nonce = session.nonce if again else hashlib.sha256(seed.encode()).hexdigest()[:6]
+    asked = replace(session, flow=flow.id, step=current.id, nonce=nonce)
+    language = session.language
+    labels: list[str] = []
+    if current.type is StepType.CHOICE:
+        labels = [flows.text(language, f"{current.id}.{o}", flow) for o in current.options]
+    elif current.type is StepType.YESNO:
+        labels = [flows.text(language, "option.yes"), flows.text(language, "option.no")]
+    choices: tuple[Choice, ...] = ()
+    if labels:
+        skip = Choice(flows.text(language, "option.skip"), button_data(flow, current, nonce, 0))
+        choices = (
+            *(
+                Choice(label, button_data(flow, current, nonce, number))
+                for number, label in enumerate(labels, start=1)
+            ),
+            skip,
+        )
+    return asked, Reply(question(flows, flow, current, language), choices)
+
+
+def _button(flows: FlowSet, session: Session, data: str, before: list[Effect]) -> StepResult:
+    parts = data.split(":")
+    flow = flows.flows.get(session.flow or "")
+    current = flow.steps.get(session.step or "") if flow else None
+    if (
+        flow is not None
+        and current is not None
+        and len(parts) == 4
+        and parts[:3] == [flow.id, current.id, session.nonce]
+        and parts[3].isdigit()
+        and len(parts[3]) <= 2
+    ):
+        return _answer(flows, flow, session, current, str(int(parts[3])), before)
+    stale = Reply(flows.text(session.language, "stale_button"))
+    return StepResult(session, (*before, stale, *_reask(flows, session)))
+
+
 def _start_sos(flows: FlowSet, session: Session, before: list[Effect]) -> StepResult:
     flow = flows.by_kind(FlowKind.SOS)
-    first = flow.steps[flow.start]
     opened = OpenCase(
         kind=FlowKind.SOS,
         flow_id=flow.id,
@@ -222,24 +301,23 @@ def _start_sos(flows: FlowSet, session: Session, before: list[Effect]) -> StepRe
         reply_key="opened",
         repeat_key="repeated",
     )
-    new = replace(session.idle(), flow=flow.id, step=first.id)
-    ask = Reply(question(flows, flow, first, session.language))
+    new, ask = _ask(flows, flow, flow.steps[flow.start], session.idle())
     return StepResult(new, (*before, opened, ask))
 
 
 def _start_intake(flows: FlowSet, session: Session, before: list[Effect]) -> StepResult:
     flow = flows.by_kind(FlowKind.INTAKE)
-    first = flow.steps[flow.start]
-    new = replace(session.idle(), flow=flow.id, step=first.id)
+    new, ask = _ask(flows, flow, flow.steps[flow.start], session.idle())
     intro = Reply(flows.text(session.language, "intro", flow))
-    return StepResult(new, (*before, intro, Reply(question(flows, flow, first, new.language))))
+    return StepResult(new, (*before, intro, ask))
 
 
 def _reask(flows: FlowSet, session: Session) -> tuple[Effect, ...]:
     if session.flow is None or session.step is None:
         return ()
     flow = flows.flows[session.flow]
-    return (Reply(question(flows, flow, flow.steps[session.step], session.language)),)
+    _, ask = _ask(flows, flow, flow.steps[session.step], session, again=True)
+    return (ask,)
 
 
 def _command(
@@ -261,8 +339,8 @@ def _command(
         flow = flows.flows[session.flow]
         if flow.kind is FlowKind.SOS and session.case_ref is not None:
             reply = Reply(flows.text(language, "cancelled_sos", ref=session.case_ref))
-        else:
-            reply = Reply(flows.text(language, "cancelled"))
+            return StepResult(session.idle(), (*before, reply, Scrub(session.case_ref)))
+        reply = Reply(flows.text(language, "cancelled"))
         return StepResult(session.idle(), (*before, reply))
     unknown = Reply(flows.text(language, "unknown_command", command=command[:40]))
     return StepResult(session, (*before, unknown, *_reask(flows, session)))
@@ -318,8 +396,8 @@ def _answer(
         answers[current.id] = answer
     following = flow.steps[current.next_step(answers)]
     if following.type is not StepType.END:
-        new = replace(session, step=following.id, answers=answers)
-        effects.append(Reply(question(flows, flow, following, language)))
+        new, ask = _ask(flows, flow, following, replace(session, answers=answers))
+        effects.append(ask)
         return StepResult(new, tuple(effects))
     if following.outcome is Outcome.SUBMIT:
         effects.append(
@@ -331,7 +409,10 @@ def _answer(
                 reply_key=following.id,
             )
         )
+        effects.append(Scrub(None))
+    elif following.outcome is Outcome.CLOSE:
+        effects.append(Reply(flows.text(language, following.id, flow, ref=session.case_ref)))
+        effects.append(Scrub(session.case_ref))
     else:
-        params = {"ref": session.case_ref} if following.outcome is Outcome.CLOSE else {}
-        effects.append(Reply(flows.text(language, following.id, flow, **params)))
+        effects.append(Reply(flows.text(language, following.id, flow)))
     return StepResult(session.idle(), tuple(effects))

@@ -36,6 +36,11 @@ WORD_KEYS = ("sos_words", "skip_words", "yes_words", "no_words")
 CATALOG_KEYS = {
     "option.yes": set(),
     "option.no": set(),
+    "option.skip": set(),
+    "stale_button": set(),
+    "telegram_warning": set(),
+    "telegram_warning_signal": {"number"},
+    "scrubbed": {"ref"},
     "choice_hint": set(),
     "skip_hint": set(),
     "text_skip_hint": set(),

@@ -4,14 +4,14 @@ out its effects, and store the session again — all in the caller's transaction
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.conversation import engine
 from bot.conversation.model import FlowKind, FlowSet, StepType
-from bot.core.messages import Address, Priority
+from bot.core.messages import InboundMessage, Priority
 from bot.core.ports import Transaction
 from bot.core.records import CaseView, OutboxItem
 from bot.core.text import clean_input
@@ -19,6 +19,9 @@ from bot.paging.service import CaseSummary, PagingService
 from bot.triage.rules import RuleSet, triage
 
 log = logging.getLogger(__name__)
+
+MAX_CHAT_IDS = 300  # message ids remembered for clearing a chat (Telegram allows 48 h)
+SCRUB_DELAY = timedelta(seconds=20)  # time to read the last answer before the chat is cleared
 
 
 class ConversationService:
@@ -30,6 +33,8 @@ class ConversationService:
         paging: starts escalations and relays additions to responders.
         default_language: the language of a new defender.
         max_chars: the longest message kept; longer ones are cut and the defender is told.
+        scrub_channels: channels whose chats are cleared after an intake or SOS is stored.
+        signal_number: the bot's Signal number, offered to Telegram users as the safer way.
     """
 
     def __init__(
@@ -39,7 +44,18 @@ class ConversationService:
         paging: PagingService,
         default_language: str,
         max_chars: int,
+        *,
+        scrub_channels: Collection[str] = (),
+        signal_number: str | None = None,
     ) -> None:
+        self._scrub_channels = frozenset(scrub_channels)
+        self._warnings: dict[str, Callable[[str], str]] = {
+            "telegram": (
+                (lambda lang: flows.text(lang, "telegram_warning_signal", number=signal_number))
+                if signal_number
+                else (lambda lang: flows.text(lang, "telegram_warning"))
+            )
+        }
         self._flows = flows
         self._rules = rules
         self._paging = paging
@@ -47,7 +63,7 @@ class ConversationService:
         self._max_chars = max_chars
 
     async def handle(
-        self, tx: Transaction, key: str, sender: Address, raw_text: str, now: datetime
+        self, tx: Transaction, key: str, message: InboundMessage, now: datetime
     ) -> None:
         """Process one message from a defender.
 
@@ -55,32 +71,42 @@ class ConversationService:
         defender gets at least one reply, and that the session is stored (encrypted) before
         the transaction commits.
         """
+        sender = message.sender
         defender = await tx.defender_for(sender, now)
         if defender.session is not None:
             session = engine.Session.from_dict(defender.session)
         else:
             session = engine.Session(language=self._default_language)
-        cleaned = clean_input(raw_text, self._max_chars)
+        cleaned = clean_input(message.text, self._max_chars)
         cases = await tx.cases_of_defender(defender.id)
         open_case = next((c for c in cases if c.status != "resolved"), None)
-        message = engine.StepInput(
+        step_input = engine.StepInput(
             text=cleaned.text,
             truncated_to=self._max_chars if cleaned.truncated else None,
             open_case_ref=open_case.ref if open_case else None,
+            button=message.button,
         )
-        result = engine.step(self._flows, session, message, now)
+        result = engine.step(self._flows, session, step_input, now)
         session = result.session
-        outgoing: list[str] = []
+        scrubbing = sender.channel in self._scrub_channels
+        if scrubbing and message.platform_message_id is not None:
+            kept = (*session.chat_ids, message.platform_message_id)[-MAX_CHAT_IDS:]
+            session = replace(session, chat_ids=kept)
+        outgoing: list[engine.Reply] = []
+        if sender.channel in self._warnings and sender.channel not in session.notices:
+            outgoing.append(engine.Reply(self._warnings[sender.channel](session.language)))
+            session = replace(session, notices=(*session.notices, sender.channel))
+        opened: CaseView | None = None
         for index, effect in enumerate(result.effects):
             if isinstance(effect, engine.Reply):
-                outgoing.append(effect.text)
+                outgoing.append(effect)
             elif isinstance(effect, engine.OpenCase):
-                case, text = await self._open_case(
+                opened, text = await self._open_case(
                     tx, defender.id, cases, effect, session, now, key
                 )
-                outgoing.append(text)
+                outgoing.append(engine.Reply(text))
                 if effect.kind is FlowKind.SOS and session.flow == effect.flow_id:
-                    session = replace(session, case_ref=case.ref)
+                    session = replace(session, case_ref=opened.ref)
             elif isinstance(effect, engine.AddToCase):
                 target = await tx.case_by_ref(effect.ref)
                 if target is None:  # pragma: no cover - refs come from this defender's own cases
@@ -90,15 +116,33 @@ class ConversationService:
                     tx, target, effect.label, effect.value, now, f"{key}:{index}"
                 )
             elif isinstance(effect, engine.ShowStatus):
-                outgoing.append(self._status(session.language, cases))
-        for index, text in enumerate(outgoing):
+                outgoing.append(engine.Reply(self._status(session.language, cases)))
+            elif isinstance(effect, engine.Scrub) and scrubbing:
+                ref = effect.ref or (opened.ref if opened else None)
+                await tx.outbox_add(
+                    OutboxItem(
+                        idempotency_key=f"scrub:{key}",
+                        kind="scrub",
+                        priority=Priority.NOTICE,
+                        recipient=sender,
+                        text=self._flows.text(session.language, "scrubbed", ref=ref or "—"),
+                        defender_id=defender.id,
+                        delete_ids=session.chat_ids,
+                        not_before=now + SCRUB_DELAY,
+                    ),
+                    now,
+                )
+                session = replace(session, chat_ids=())
+        for index, reply in enumerate(outgoing):
             await tx.outbox_add(
                 OutboxItem(
                     idempotency_key=f"reply:{key}:{index}",
                     kind="reply",
                     priority=Priority.URGENT,
                     recipient=sender,
-                    text=text,
+                    text=reply.text,
+                    choices=reply.choices,
+                    defender_id=defender.id,
                 ),
                 now,
             )

@@ -159,8 +159,11 @@ class Transaction(Protocol):
         """
         ...
 
-    async def outbox_sent(self, message_id: str, token: str, now: datetime) -> bool:
-        """Record a delivery; False if the claim had been lost (a repeat may follow)."""
+    async def outbox_sent(
+        self, message_id: str, token: str, now: datetime, provider_ids: Sequence[str] = ()
+    ) -> bool:
+        """Record a delivery and the platform's message ids (kept only for messages to
+        defenders, so their chat can be cleared); False if the claim had been lost."""
         ...
 
     async def outbox_retry(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.core.messages import Address
+from bot.core.messages import Address, Choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,10 @@ class OutboxItem:
     responder: str | None = None
     loop: int | None = None
     step: int | None = None
+    defender_id: str | None = None  # set for everything sent to a defender
+    choices: tuple[Choice, ...] = ()
+    delete_ids: tuple[str, ...] = ()
+    not_before: datetime | None = None  # send no earlier than this (scrubbing waits a little)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,7 @@ class ClaimedMessage:
     id: str
     token: str
     kind: str
+    priority: int
     recipient: Address
     text: str
     case_id: str | None
@@ -75,3 +80,6 @@ class ClaimedMessage:
     step: int | None
     repeat: bool
     attempts: int
+    to_defender: bool = False
+    choices: tuple[Choice, ...] = ()
+    delete_ids: tuple[str, ...] = ()

@@ -255,10 +255,10 @@ class PagingService:
             elif case is None:
                 answer(f"There is no case {words[1][:12].upper()}. Send cases to see open cases.")
             elif verb == "ack":
-                replies += await self._ack(tx, responder, sender, case, now)
+                replies += await self._ack(tx, responder, sender, case, now, key)
             else:
                 note = text.split(None, 2)[2] if len(words) > 2 else None
-                replies += await self._resolve(tx, responder, sender, case, note, now)
+                replies += await self._resolve(tx, responder, sender, case, note, now, key)
         elif verb == "cases":
             answer(await self._cases(tx, now))
         elif verb in {"help", "/help", "/start", "?"}:
@@ -280,7 +280,13 @@ class PagingService:
             )
 
     async def _ack(
-        self, tx: Transaction, responder: str, sender: Address, case: CaseView, now: datetime
+        self,
+        tx: Transaction,
+        responder: str,
+        sender: Address,
+        case: CaseView,
+        now: datetime,
+        key: str,
     ) -> list[tuple[Address, str, int]]:
         if case.status == "resolved":
             return [(sender, f"Case {case.ref} is already resolved.", Priority.URGENT)]
@@ -310,7 +316,7 @@ class PagingService:
             f"When it is done: resolve {case.ref} [note]",
         ]
         out: list[tuple[Address, str, int]] = [(sender, "\n".join(lines), Priority.URGENT)]
-        out += await self._tell_defender(tx, case, "taken")
+        await self._tell_defender(tx, case, "taken", now, key)
         for name in await tx.paged_responders(case.id):
             if name != responder:
                 for address in self.directory.reachable_addresses(name):
@@ -331,6 +337,7 @@ class PagingService:
         case: CaseView,
         note: str | None,
         now: datetime,
+        key: str,
     ) -> list[tuple[Address, str, int]]:
         if not await tx.case_resolve(case.id, responder, note, now):
             return [(sender, f"Case {case.ref} is already resolved.", Priority.URGENT)]
@@ -343,15 +350,27 @@ class PagingService:
         out: list[tuple[Address, str, int]] = [
             (sender, f"Case {case.ref} is resolved.", Priority.URGENT)
         ]
-        out += await self._tell_defender(tx, case, "resolved")
+        await self._tell_defender(tx, case, "resolved", now, key)
         return out
 
     async def _tell_defender(
-        self, tx: Transaction, case: CaseView, text_key: str
-    ) -> list[tuple[Address, str, int]]:
+        self, tx: Transaction, case: CaseView, text_key: str, now: datetime, key: str
+    ) -> None:
+        """Queue a notice to the case's defender, on the platform they used, in their language."""
         address, session = await tx.defender_contact(case.defender_id)
         language = (session or {}).get("language") or self._default_language
-        return [(address, self._defender_text(text_key, language, case.ref), Priority.URGENT)]
+        await tx.outbox_add(
+            OutboxItem(
+                idempotency_key=f"defender:{key}:{text_key}",
+                kind="reply",
+                priority=Priority.URGENT,
+                recipient=address,
+                text=self._defender_text(text_key, language, case.ref),
+                case_id=case.id,
+                defender_id=case.defender_id,
+            ),
+            now,
+        )
 
     async def _cases(self, tx: Transaction, now: datetime) -> str:
         cases = await tx.cases_open()

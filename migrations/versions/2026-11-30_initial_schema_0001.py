@@ -145,9 +145,11 @@ def upgrade() -> None:
         sa.Column("case_id", sa.String(length=32), nullable=True),
         sa.Column("loop", sa.Integer(), nullable=True),
         sa.Column("step", sa.Integer(), nullable=True),
+        sa.Column("defender_id", sa.String(length=32), nullable=True),
         sa.Column("wrapped_key", sa.LargeBinary(), nullable=True),
         sa.Column("recipient_ct", sa.LargeBinary(), nullable=True),
-        sa.Column("text_ct", sa.LargeBinary(), nullable=True),
+        sa.Column("payload_ct", sa.LargeBinary(), nullable=True),
+        sa.Column("provider_ids", sa.String(length=400), nullable=True),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("ambiguous", sa.Boolean(), nullable=False),
@@ -160,11 +162,18 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["case_id"], ["cases.id"], name=op.f("fk_outbox_case_id_cases"), ondelete="SET NULL"
         ),
+        sa.ForeignKeyConstraint(
+            ["defender_id"],
+            ["defender.id"],
+            name=op.f("fk_outbox_defender_id_defender"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_outbox_idempotency_key")),
     )
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.create_index("ix_outbox_case", ["case_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_outbox_defender_id"), ["defender_id"], unique=False)
         batch_op.create_index(
             "ix_outbox_due",
             ["priority", "next_attempt_at"],
@@ -184,6 +193,7 @@ def downgrade() -> None:
             sqlite_where=sa.text("state IN ('pending', 'sending')"),
             postgresql_where=sa.text("state IN ('pending', 'sending')"),
         )
+        batch_op.drop_index(batch_op.f("ix_outbox_defender_id"))
         batch_op.drop_index("ix_outbox_case")
 
     op.drop_table("outbox")

@@ -72,7 +72,7 @@ async def test_refused_page_moves_the_escalation_on_at_once(harness: Harness) ->
     harness.expect_page("bob")
     rows = await outbox_rows(harness)
     failed = [r for r in rows if r.state == "failed"]
-    assert len(failed) == 1 and failed[0].responder == "alice" and failed[0].text_ct is None
+    assert len(failed) == 1 and failed[0].responder == "alice" and failed[0].payload_ct is None
 
 
 async def test_unknown_outcome_is_repeated_once_and_never_a_third_time(harness: Harness) -> None:
@@ -144,7 +144,7 @@ async def test_ack_cancels_pages_not_yet_sent(harness: Harness) -> None:
     harness.expect_nothing()
     bob = [r for r in await outbox_rows(harness) if r.responder == "bob" and r.kind == "page"]
     assert [r.state for r in bob] == ["cancelled"]
-    assert bob[0].text_ct is None and bob[0].recipient_ct is None
+    assert bob[0].payload_ct is None and bob[0].recipient_ct is None
 
 
 async def test_a_processing_error_gets_an_apology_not_silence(harness: Harness) -> None:

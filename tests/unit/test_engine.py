@@ -16,6 +16,7 @@ from bot.conversation.engine import (
     Effect,
     OpenCase,
     Reply,
+    Scrub,
     Session,
     ShowStatus,
     StepInput,
@@ -64,7 +65,19 @@ def flows() -> FlowSet:
 
 
 def run(flows: FlowSet, session: Session, text: str, **kwargs: Any) -> StepResult:
-    """Run one engine step at NOW."""
+    """Run one engine step at NOW; replies are compared by text (buttons and chat scrubbing
+    have their own tests below), so choices and Scrub effects are left out."""
+    result = run_raw(flows, session, text, **kwargs)
+    effects = tuple(
+        Reply(e.text) if isinstance(e, Reply) else e
+        for e in result.effects
+        if not isinstance(e, Scrub)
+    )
+    return StepResult(result.session, effects)
+
+
+def run_raw(flows: FlowSet, session: Session, text: str, **kwargs: Any) -> StepResult:
+    """Run one engine step at NOW and return exactly what the engine returned."""
     return step(flows, session, StepInput(text, **kwargs), NOW)
 
 
@@ -722,3 +735,100 @@ def test_huge_number_is_out_of_range(flows: FlowSet) -> None:
     """A 5000-digit number at a choice step gets the out-of-range reply instead of raising."""
     result = run(flows, at("intake", "what"), "1" * 5000)
     assert result.effects == (Reply(OUT_OF_RANGE_7),)
+
+
+# --- buttons and chat scrubbing --------------------------------------------------------------
+
+
+def test_choice_questions_offer_buttons_with_flow_step_nonce_and_skip(flows: FlowSet) -> None:
+    """A choice question carries one button per option plus Skip; each button's data names
+    the flow, the step and the question's nonce, and fits Telegram's 64 bytes."""
+    result = run_raw(flows, idle(), "/start")
+    ask_reply = result.effects[-1]
+    assert isinstance(ask_reply, Reply)
+    labels = [c.label for c in ask_reply.choices]
+    assert labels[0] == "Detention or arrest" and labels[-1] == "Skip" and len(labels) == 8
+    nonce = result.session.nonce
+    assert len(nonce) == 6
+    assert [c.data for c in ask_reply.choices] == [
+        f"intake:what:{nonce}:{n}" for n in (*range(1, 8), 0)
+    ]
+    assert all(len(c.data.encode()) <= 64 for c in ask_reply.choices)
+
+
+def test_free_text_questions_have_no_buttons(flows: FlowSet) -> None:
+    """A free-text question offers no buttons (the defender types)."""
+    result = run_raw(flows, at("intake", "when", {"what": "threat"}), "2")
+    ask_reply = result.effects[-1]
+    assert isinstance(ask_reply, Reply) and ask_reply.choices == ()
+
+
+def test_pressing_the_current_button_answers_the_question(flows: FlowSet) -> None:
+    """A button of the question being asked answers it like typing its number."""
+    started = run_raw(flows, idle(), "/start")
+    data = started.effects[-1].choices[2].data  # type: ignore[union-attr]
+    result = run_raw(flows, started.session, "Threat", button=data)
+    assert result.session.answers == {"what": "threat"} and result.session.step == "when"
+
+
+def test_the_skip_button_skips(flows: FlowSet) -> None:
+    """The Skip button stores no answer and moves on."""
+    started = run_raw(flows, idle(), "/start")
+    data = started.effects[-1].choices[-1].data  # type: ignore[union-attr]
+    result = run_raw(flows, started.session, "Skip", button=data)
+    assert result.session.answers == {"what": None} and result.session.step == "when"
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda d: d,  # pressed again after the question moved on
+        lambda d: d.replace("intake", "sos"),
+        lambda d: d.rsplit(":", 1)[0] + ":99",
+        lambda d: "garbage",
+        lambda d: d.replace(":what:", ":consent:"),
+    ],
+)
+def test_a_stale_or_forged_button_is_refused_kindly(flows: FlowSet, forge: Any) -> None:
+    """A button from an earlier question, or one whose data was altered, changes nothing: the
+    defender is told and asked the current question again."""
+    started = run_raw(flows, idle(), "/start")
+    old = started.effects[-1].choices[0].data  # type: ignore[union-attr]
+    moved = run_raw(flows, started.session, "1")  # now at "when"
+    result = run(flows, moved.session, "x", button=forge(old))
+    assert result.session.answers == moved.session.answers
+    assert result.effects == (
+        Reply(txt(flows, "stale_button")),
+        ask(flows, "intake", "when"),
+    )
+
+
+def test_a_button_when_idle_is_refused_kindly(flows: FlowSet) -> None:
+    """A button pressed after the conversation ended only gets the stale-button note."""
+    result = run(flows, idle(), "Yes", button="intake:consent:abcdef:1")
+    assert result.effects == (Reply(txt(flows, "stale_button")),)
+
+
+def test_stored_intake_and_finished_sos_ask_for_the_chat_to_be_scrubbed(flows: FlowSet) -> None:
+    """After consent the chat is to be cleared (Scrub after OpenCase); so at the end of the SOS
+    follow-ups and on /cancel of them; never when nothing was stored."""
+    session = at("intake", "consent", {"what": "threat"})
+    effects = run_raw(flows, session, "yes").effects
+    assert [type(e) for e in effects] == [OpenCase, Scrub]
+    assert run_raw(flows, session, "no").effects[-1] == Reply(txt(flows, "not_stored", "intake"))
+    sos_end = run_raw(flows, at("sos", "where", case_ref="K7Q2"), "skip").effects
+    assert sos_end[-1] == Scrub("K7Q2")
+    cancelled = run_raw(flows, at("sos", "what", case_ref="K7Q2"), "/cancel").effects
+    assert cancelled[-1] == Scrub("K7Q2")
+
+
+def test_buttons_of_a_question_asked_again_keep_working(flows: FlowSet) -> None:
+    """After /help re-asks the same question, both the old and the new buttons answer it."""
+    started = run_raw(flows, idle(), "/start")
+    later = datetime(2026, 1, 5, 3, 5, tzinfo=UTC)
+    helped = step(flows, started.session, StepInput("/help"), later)
+    new_buttons = helped.effects[-1].choices  # type: ignore[union-attr]
+    old_buttons = started.effects[-1].choices  # type: ignore[union-attr]
+    assert [c.data for c in new_buttons] == [c.data for c in old_buttons]
+    result = run_raw(flows, helped.session, "Threat", button=old_buttons[2].data)
+    assert result.session.answers == {"what": "threat"}
