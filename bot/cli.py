@@ -15,7 +15,7 @@ from bot.config import Config, ConfigError, load_config
 from bot.conversation.loader import FlowError
 from bot.observability import setup_logging
 from db.base import DatabaseInUse
-from db.crypto import CryptoError, create_keyring, load_keyring, rotate_kek
+from db.crypto import CryptoError, create_keyring, rotate_kek
 
 EXAMPLE_CONFIG = PROJECT_ROOT / "config.example.toml"
 
@@ -97,35 +97,31 @@ def shell(config_path: Path | None, linger: float, log_level: str) -> None:
 
 @main.command()
 @config_option
-def run(config_path: Path | None) -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Log level on stderr (logs carry event names and ids only).",
+)
+def run(config_path: Path | None, log_level: str) -> None:
     """Run every enabled channel, the escalation engine and the outbox sender.
 
-    Refuses the example's placeholder values and development keys: real cases need real
-    keys (`intake keys init`) and real responder addresses.
+    Stops cleanly on SIGINT or SIGTERM. Refuses the example's placeholder values and
+    development keys: real cases need real keys (`intake keys init`) and real addresses.
     """
+    from bot.errors import IntakeError
+    from bot.run import run_service, startup_problems
+
     config = _load(config_path, default_example=False)
-    problems = config.example_values()
+    problems = startup_problems(config, os.environ)
+    if problems:
+        raise click.ClickException("cannot start:\n" + "\n".join(problems))
+    setup_logging(log_level.upper())
     try:
-        keyring = load_keyring(config.keys.dir, os.environ)
-        if keyring.development:
-            problems.append(
-                f"{config.keys.dir}: these are development keys made by `intake shell`; "
-                "create real ones with `intake keys init --dir DIR` (and keep a backup)"
-            )
-    except CryptoError as exc:
-        problems.append(str(exc))
-    channels = [name for name in ("telegram", "signal") if getattr(config, name).enabled]
-    if not channels:
-        problems.append(
-            f"{config.source}: no channel is enabled; set [telegram] enabled = true or "
-            "[signal] enabled = true — or try the bot locally with `intake shell`"
-        )
-    else:
-        problems.append(
-            f"{config.source}: the {' and '.join(channels)} channel is not part of this "
-            "version yet (it arrives with the Telegram and Signal issue); use `intake shell`"
-        )
-    raise click.ClickException("cannot start:\n" + "\n".join(problems))
+        sys.exit(_run(run_service(config)))
+    except IntakeError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from bot.app import App, open_app
 from bot.config import Config, load_config
 from bot.core.clock import FakeClock
-from bot.core.messages import Address, InboundMessage, OutboundMessage
+from bot.core.messages import Address, Delivered, InboundMessage, OutboundMessage
 from db.crypto import KeyRing, ensure_development_keyring
 
 TEST_CONFIG = """
@@ -66,20 +67,27 @@ def write_config(directory: Path, body: str = TEST_CONFIG, url: str | None = Non
 
 
 class RecordingChannel:
-    """A fake device: records what it is asked to send, optionally failing on demand."""
+    """A fake device: records what it is asked to send (returning platform message ids like a
+    real chat would), optionally failing on demand."""
 
     def __init__(self, name: str = "console") -> None:
         self.name = name
         self.sent: list[OutboundMessage] = []
+        self.scrubs: list[OutboundMessage] = []
         self.fail_with: Callable[[OutboundMessage], Exception | None] | None = None
+        self._next_id = 1000
 
-    async def send(self, message: OutboundMessage) -> None:
+    async def send(self, message: OutboundMessage) -> Delivered:
         """Record ``message`` or raise what ``fail_with`` returns for it."""
         if self.fail_with is not None:
             error = self.fail_with(message)
             if error is not None:
                 raise error
+        if message.kind == "scrub":
+            self.scrubs.append(message)
         self.sent.append(message)
+        self._next_id += 1
+        return Delivered((str(self._next_id),))
 
 
 @dataclass
@@ -91,6 +99,7 @@ class Harness:
     keyring: KeyRing
     clock: FakeClock = field(default_factory=FakeClock)
     channel: RecordingChannel = field(default_factory=RecordingChannel)
+    extra_channels: tuple[RecordingChannel, ...] = ()
     app: App | None = None
     inbox: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     _lines: int = 0
@@ -102,19 +111,30 @@ class Harness:
 
     @classmethod
     async def create(
-        cls, directory: Path, body: str = TEST_CONFIG, url: str | None = None
+        cls,
+        directory: Path,
+        body: str = TEST_CONFIG,
+        url: str | None = None,
+        channels: tuple[str, ...] = (),
     ) -> Harness:
         """Build a harness with development keys in ``directory`` and its own database (a
-        SQLite file in ``directory`` unless ``url`` is given)."""
+        SQLite file in ``directory`` unless ``url`` is given), with fake devices on the
+        console and on each of ``channels``."""
         config = load_config(write_config(directory, body, url))
         keyring, _ = ensure_development_keyring(config.keys.dir, {})
-        harness = cls(directory=directory, config=config, keyring=keyring)
+        harness = cls(
+            directory=directory,
+            config=config,
+            keyring=keyring,
+            extra_channels=tuple(RecordingChannel(name) for name in channels),
+        )
         await harness.start()
         return harness
 
     async def start(self) -> None:
         """(Re)start the app on the same database, as a process restart would."""
-        self.app = await open_app(self.config, self.keyring, self.clock, {"console": self.channel})
+        channels = {c.name: c for c in (self.channel, *self.extra_channels)}
+        self.app = await open_app(self.config, self.keyring, self.clock, channels)
         await self.app.recover()
         await self.app.tick()
         await self.collect()
@@ -134,24 +154,31 @@ class Harness:
         """Send everything due and file what the fake devices received by recipient."""
         assert self.app is not None
         await self.app.drain()
-        for message in self.channel.sent:
-            self.inbox[message.recipient.identity].append(message.text)
-        self.channel.sent.clear()
+        for channel in (self.channel, *self.extra_channels):
+            for message in channel.sent:
+                if message.kind != "scrub":
+                    self.inbox[message.recipient.identity].append(message.text)
+            channel.sent.clear()
 
-    def message(self, text: str, who: str = "defender", key: str | None = None) -> InboundMessage:
-        """Build the message ``who`` sends (a fresh dedup key unless ``key`` is given)."""
+    def message(
+        self, text: str, who: str = "defender", key: str | None = None, **extra: Any
+    ) -> InboundMessage:
+        """Build the message ``who`` sends (a fresh dedup key unless ``key`` is given); ``who``
+        may be ``channel:identity`` for another channel than the console."""
         self._lines += 1
+        channel, _, identity = who.partition(":") if ":" in who else ("console", "", who)
         return InboundMessage(
-            sender=Address("console", who),
+            sender=Address(channel, identity),
             text=text,
             dedup_key=key or f"line-{self._lines}",
             received_at=self.clock.now(),
+            **extra,
         )
 
-    async def say(self, text: str, who: str = "defender") -> None:
+    async def say(self, text: str, who: str = "defender", **extra: Any) -> None:
         """``who`` sends ``text``; everything it causes is delivered."""
         assert self.app is not None
-        await self.app.receive(self.message(text, who))
+        await self.app.receive(self.message(text, who, **extra))
         await self.collect()
 
     async def advance(self, delta: timedelta) -> None:

@@ -207,7 +207,7 @@ class Channel(Protocol):
         ...
 
 
-Handler = Callable[[InboundMessage], Awaitable[None]]
+Handler = Callable[[InboundMessage], Awaitable[object]]
 
 
 class ReceivingChannel(Channel, Protocol):

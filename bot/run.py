@@ -1,0 +1,109 @@
+"""``intake run``: every enabled channel, the escalation tick and the outbox sender in one
+asyncio program, stopped cleanly by SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Mapping
+
+from bot.app import App, open_app
+from bot.config import Config
+from bot.core.clock import Clock, SystemClock
+from bot.core.ports import ReceivingChannel
+from bot.errors import ChannelStartError
+from db.crypto import load_keyring
+
+log = logging.getLogger(__name__)
+
+
+def startup_problems(config: Config, env: Mapping[str, str]) -> list[str]:
+    """Return every reason ``intake run`` must refuse to start (empty when it may start):
+    example values left in the config, development or missing keys, no channel enabled."""
+    problems = config.example_values()
+    try:
+        keyring = load_keyring(config.keys.dir, env)
+        if keyring.development:
+            problems.append(
+                f"{config.keys.dir}: these are development keys made by `intake shell`; "
+                "create real ones with `intake keys init --dir DIR` (and keep a backup)"
+            )
+    except Exception as exc:  # CryptoError: the message names the file or variable
+        problems.append(str(exc))
+    if not (config.telegram.enabled or config.signal.enabled):
+        problems.append(
+            f"{config.source}: no channel is enabled; set [telegram] enabled = true or "
+            "[signal] enabled = true — or try the bot locally with `intake shell`"
+        )
+    return problems
+
+
+def build_channels(config: Config) -> dict[str, ReceivingChannel]:
+    """Create the enabled channels (not started yet)."""
+    channels: dict[str, ReceivingChannel] = {}
+    if config.telegram.enabled:
+        from bot.channels.telegram import TelegramChannel
+
+        channels["telegram"] = TelegramChannel.from_config(config.telegram)
+    if config.signal.enabled:
+        from bot.channels.signal import SignalChannel
+
+        channels["signal"] = SignalChannel.from_config(config.signal)
+    return channels
+
+
+async def run_service(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    stop: asyncio.Event | None = None,
+    channels: Mapping[str, ReceivingChannel] | None = None,
+) -> int:
+    """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
+
+    Start order: keys → database (migrated) → recovery of stored-but-unprocessed messages and
+    overdue escalations → tick and sender → channels. Stop order is the reverse: channels stop
+    receiving first (finishing and confirming the message in hand), then everything due is
+    sent, then the database closes.
+    """
+    keyring = load_keyring(config.keys.dir, os.environ)
+    channels = dict(channels) if channels is not None else build_channels(config)
+    app = await open_app(config, keyring, clock or SystemClock(), channels)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    started: list[ReceivingChannel] = []
+    try:
+        recovered = await app.recover()
+        fired = await app.tick()
+        log.info("run.resumed recovered=%s fired=%s", recovered, fired)
+        app.start_background()
+        for name, channel in channels.items():
+            await channel.start(app.receive)
+            started.append(channel)
+            log.info("run.channel_started channel=%s", name)
+        log.info("run.ready channels=%s", ",".join(channels))
+        await stop.wait()
+        log.info("run.stopping")
+        return 0
+    except ChannelStartError:
+        raise
+    finally:
+        for channel in reversed(started):
+            try:
+                await channel.stop()
+            except Exception:
+                log.exception("run.channel_stop_failed channel=%s", channel.name)
+        try:
+            await asyncio.wait_for(app.drain(), timeout=10)
+        except Exception:
+            log.exception("run.final_drain_failed")
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await app.close()
+
+
+__all__ = ["App", "build_channels", "run_service", "startup_problems"]
