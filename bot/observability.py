@@ -19,7 +19,16 @@ _PATTERNS = (
     re.compile(r"\+\d[\d\s().-]{5,}\d"),  # phone number in international form
     re.compile(r"(?<![0-9a-fA-F])\d{7,}(?![0-9a-fA-F])"),  # long numeric ids (Telegram ids)
 )
-QUIET_LOGGERS = ("httpx", "httpcore", "telegram", "apscheduler", "aiosqlite", "asyncio")
+QUIET_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "telegram",
+    "apscheduler",
+    "aiosqlite",
+    "asyncio",
+    "alembic",
+    "aiohttp.access",
+)
 
 
 def redact(text: str) -> str:
