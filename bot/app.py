@@ -149,6 +149,13 @@ class App:
                 return name
         return None
 
+    async def operator_alert(self, event: str) -> None:
+        """Record platform trouble an operator must see (an event name, never content) in the
+        event log and the log. Paging operators comes with the watchdog."""
+        log.warning("operator.alert event=%s", event)
+        async with self.store.transaction() as tx:
+            await tx.log("operator.alert", self.clock.now(), detail=event[:200])
+
     async def recover(self) -> int:
         """Process inbox messages stored but not processed before a crash; return how many."""
         async with self.store.transaction() as tx:

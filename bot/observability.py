@@ -27,7 +27,7 @@ QUIET_LOGGERS = (
     "aiosqlite",
     "asyncio",
     "alembic",
-    "aiohttp.access",
+    "aiohttp",
 )
 
 

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from bot.app import App, open_app
 from bot.config import Config
@@ -40,8 +40,11 @@ def startup_problems(config: Config, env: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def build_channels(config: Config) -> dict[str, ReceivingChannel]:
-    """Create the enabled channels (not started yet)."""
+def build_channels(
+    config: Config, on_operator_alert: Callable[[str], Awaitable[None]] | None = None
+) -> dict[str, ReceivingChannel]:
+    """Create the enabled channels (not started yet); ``on_operator_alert`` receives the event
+    names of platform trouble an operator must see (e.g. an untrusted Signal identity)."""
     channels: dict[str, ReceivingChannel] = {}
     if config.telegram.enabled:
         from bot.channels.telegram import TelegramChannel
@@ -50,7 +53,7 @@ def build_channels(config: Config) -> dict[str, ReceivingChannel]:
     if config.signal.enabled:
         from bot.channels.signal import SignalChannel
 
-        channels["signal"] = SignalChannel.from_config(config.signal)
+        channels["signal"] = SignalChannel.from_config(config.signal, on_operator_alert)
     return channels
 
 
@@ -69,8 +72,15 @@ async def run_service(
     sent, then the database closes.
     """
     keyring = load_keyring(config.keys.dir, os.environ)
-    channels = dict(channels) if channels is not None else build_channels(config)
+    holder: list[App] = []
+
+    async def operator_alert(event: str) -> None:
+        if holder:
+            await holder[0].operator_alert(event)
+
+    channels = dict(channels) if channels is not None else build_channels(config, operator_alert)
     app = await open_app(config, keyring, clock or SystemClock(), channels)
+    holder.append(app)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
