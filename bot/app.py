@@ -281,6 +281,7 @@ async def open_app(
         config.flows.language,
         config.limits.max_message_chars,
         scrub_channels={"telegram"} if config.telegram.delete_after_intake else set(),
+        scrub_delay=config.telegram.delete_delay,
         signal_number=config.signal.number if config.signal.enabled else None,
     )
     sender = OutboxSender(store, channels, clock, lease=sender_lease or LEASE)

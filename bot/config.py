@@ -381,6 +381,20 @@ class TelegramConfig(_Model):
     webhook_secret: StrictStr | None = None
     listen: StrictStr = "127.0.0.1:8443"
     delete_after_intake: StrictBool = True
+    delete_delay: timedelta = timedelta(seconds=20)
+
+    @field_validator("delete_delay", mode="before")
+    @classmethod
+    def _parse_delete_delay(cls, value: object) -> object:
+        if isinstance(value, timedelta):
+            return value
+        if isinstance(value, str):
+            return parse_duration(value)
+        raise ValueError(f'expected a duration string like "20s", got {_toml_repr(value)}')
+
+    @field_serializer("delete_delay", when_used="json")
+    def _serialize_delete_delay(self, value: timedelta) -> str:
+        return format_duration(value)
 
     @field_validator("token")
     @classmethod

@@ -34,6 +34,7 @@ class ConversationService:
         default_language: the language of a new defender.
         max_chars: the longest message kept; longer ones are cut and the defender is told.
         scrub_channels: channels whose chats are cleared after an intake or SOS is stored.
+        scrub_delay: how long after storing the chat is cleared (time to read the answer).
         signal_number: the bot's Signal number, offered to Telegram users as the safer way.
     """
 
@@ -46,9 +47,11 @@ class ConversationService:
         max_chars: int,
         *,
         scrub_channels: Collection[str] = (),
+        scrub_delay: timedelta = SCRUB_DELAY,
         signal_number: str | None = None,
     ) -> None:
         self._scrub_channels = frozenset(scrub_channels)
+        self._scrub_delay = scrub_delay
         self._warnings: dict[str, Callable[[str], str]] = {
             "telegram": (
                 (lambda lang: flows.text(lang, "telegram_warning_signal", number=signal_number))
@@ -128,7 +131,7 @@ class ConversationService:
                         text=self._flows.text(session.language, "scrubbed", ref=ref or "—"),
                         defender_id=defender.id,
                         delete_ids=session.chat_ids,
-                        not_before=now + SCRUB_DELAY,
+                        not_before=now + self._scrub_delay,
                     ),
                     now,
                 )

@@ -24,6 +24,8 @@ from bot.paging.directory import Directory
 
 log = logging.getLogger(__name__)
 
+NOT_END_TO_END = frozenset({"telegram"})  # channels whose pages carry the least
+
 RESPONDER_HELP = (
     "Commands:\n"
     "ack REF — take the case (stops the paging)\n"
@@ -145,10 +147,13 @@ class PagingService:
             log.warning("escalation.exhausted case=%s tier=%s", case.id, case.tier)
             return
         details, added = await tx.case_details(case.id)
-        text = self._page_text(case, details, added, decision.position, now)
+        full = self._page_text(case, details, added, decision.position, now, with_place=True)
+        minimal = self._page_text(case, details, added, decision.position, now, with_place=False)
         priority = Priority.URGENT if case.tier == "critical" else Priority.PAGE
         for page in decision.pages:
             for address in self.directory.reachable_addresses(page.responder):
+                # Telegram is not end-to-end encrypted: its pages leave out even the place.
+                text = minimal if address.channel in NOT_END_TO_END else full
                 position = page.position
                 await tx.outbox_add(
                     OutboxItem(
@@ -194,10 +199,13 @@ class PagingService:
         added: Sequence[tuple[str, str]],
         position: escalation.Position,
         now: datetime,
+        *,
+        with_place: bool,
     ) -> str:
         summary = self._describe(details, added)
         lines = [f"{case.tier.upper()} case {case.ref}"]
-        lines.append(summary.kind_label + (f" · {summary.place}" if summary.place else ""))
+        place = f" · {summary.place}" if summary.place and with_place else ""
+        lines.append(summary.kind_label + place)
         if position != escalation.Position(0, 0):
             lines.append(f"Not taken after {format_age(now - case.created_at)}.")
         lines.append(f"Reply: ack {case.ref}")

@@ -42,6 +42,9 @@ signal = "+4915550001"
 name = "bob"
 telegram = 222000222
 
+[telegram]
+delete_delay = "1s"
+
 [paging.critical]
 steps = [{{ notify = [FIRST], wait = "1h" }}]
 
@@ -127,7 +130,7 @@ async def test_telegram_sos_paged_and_acked_on_signal(
     tmp_path: Path, fakes: tuple[FakeBotApi, FakeSignalApi]
 ) -> None:
     """Telegram defender SOS → alice paged on Signal → ack on Signal → defender told on
-    Telegram, with buttons removed from nothing and the chat cleared afterwards."""
+    Telegram."""
     telegram, signal = fakes
     p = await start_platforms(tmp_path, telegram, signal, "alice")
     try:
@@ -155,6 +158,7 @@ async def test_signal_sos_paged_and_acked_on_telegram(
     """Signal defender SOS → bob paged on Telegram → ack on Telegram → defender told on
     Signal; the Signal defender is never shown the Telegram warning."""
     telegram, signal = fakes
+    telegram.chat(BOB)  # bob once wrote /start to the bot, so it may write to him
     p = await start_platforms(tmp_path, telegram, signal, "bob")
     try:
         signal.deliver_text(SIGNAL_DEFENDER, None, "SOS")
@@ -218,6 +222,7 @@ async def test_a_429_storm_delays_but_loses_and_doubles_nothing(
     then go out exactly once each, in order."""
     telegram, signal = fakes
     telegram.fail_next("sendMessage", times=6, kind="429", retry_after=1)
+    telegram.chat(BOB)  # bob once wrote /start to the bot, so it may write to him
     p = await start_platforms(tmp_path, telegram, signal, "bob")
     try:
         signal.deliver_text(SIGNAL_DEFENDER, None, "SOS")
@@ -257,5 +262,39 @@ async def test_a_stale_button_is_refused_kindly_and_the_question_asked_again(
             lambda: p.tg_texts(TG_DEFENDER)[-1].startswith("When is it happening"),
             "the current question asked again after the refusal",
         )
+    finally:
+        await stop_platforms(p)
+
+
+async def test_a_stored_intake_is_cleared_from_the_telegram_chat(
+    tmp_path: Path, fakes: tuple[FakeBotApi, FakeSignalApi]
+) -> None:
+    """Once the intake is stored, every message of the conversation — the defender's and the
+    bot's — is deleted from the Telegram chat; only a neutral note with the reference stays.
+    Bob's page on Telegram shows the type but not the place (Telegram is not end-to-end
+    encrypted)."""
+    telegram, signal = fakes
+    telegram.chat(BOB)  # bob once wrote /start to the bot, so it may write to him
+    p = await start_platforms(tmp_path, telegram, signal, "bob")
+    try:
+        chat = telegram.chat(TG_DEFENDER)
+        for text, expect in [
+            ("/start", "What is happening"),
+            ("3", "When is it happening"),
+            ("2", "Where are you"),
+            ("Vitebsk", "What help do you need"),
+            ("2", "May we store"),
+            ("yes", "Your case reference is"),
+        ]:
+            telegram.user_says(TG_DEFENDER, text)
+            await until(lambda e=expect: any(e in t for t in p.tg_texts(TG_DEFENDER)), expect)
+        await until(lambda: p.tg_texts(BOB), "bob's page")
+        page = p.tg_texts(BOB)[0]
+        ref = page.split("\n")[0].removeprefix("HIGH case ")
+        assert page.split("\n")[1] == "Threat" and "Vitebsk" not in page
+        await until(lambda: len(chat.transcript()) == 1, "the chat cleared", timeout=15)
+        ((side, note),) = chat.transcript()
+        assert side == "bot" and note.startswith(f"Received — reference {ref}.")
+        assert len(chat.deleted) >= 13  # 6 from the defender, at least 7 from the bot
     finally:
         await stop_platforms(p)
