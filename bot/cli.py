@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from bot.config import Config, ConfigError, load_config
 from bot.conversation.loader import FlowError
 from bot.observability import setup_logging
 from db.base import DatabaseInUse
-from db.crypto import CryptoError, create_keyring, rotate_kek
+from db.crypto import CryptoError, create_keyring, load_keyring, rotate_kek
 
 EXAMPLE_CONFIG = PROJECT_ROOT / "config.example.toml"
 
@@ -198,6 +199,52 @@ def keys_rotate(config_path: Path | None, directory: Path | None) -> None:
     except CryptoError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"new current key id {keyring.current_kid} in {key_dir}")
+
+
+def format_case_log(ref: str, events: list[tuple[datetime, str, str, str | None]]) -> list[str]:
+    """Render a case log: one line per event (UTC time, actor, event, detail), no content."""
+    lines = [f"case {ref}: {len(events)} events"]
+    for at, event, actor, detail in events:
+        lines.append(f"{at:%Y-%m-%d %H:%M:%S} {actor:<12} {event:<28} {detail or ''}".rstrip())
+    return lines
+
+
+@main.group()
+def cases() -> None:
+    """Case tools for operators (no defender content is ever printed)."""
+
+
+@cases.command("log")
+@config_option
+@click.argument("ref")
+def cases_log(config_path: Path | None, ref: str) -> None:
+    """Print the typed log of case REF: created, paged, escalated, taken, relayed, re-tiered,
+    resolved — who and when, never what the defender said."""
+    from bot.core.refs import normalise_reference
+    from db.base import create_engine
+    from db.store import Store
+
+    config = _load(config_path, default_example=True)
+    canonical = normalise_reference(ref)
+    if canonical is None:
+        raise click.ClickException(f"{ref[:12]!r} is not a case reference (like K7Q2)")
+
+    async def read() -> list[str] | None:
+        engine = create_engine(config.database.url)
+        try:
+            keyring = load_keyring(config.keys.dir, os.environ)
+            async with Store(engine, keyring).transaction() as tx:
+                case = await tx.case_by_ref(canonical)
+                if case is None:
+                    return None
+                return format_case_log(canonical, await tx.events_of(case.id))
+        finally:
+            await engine.dispose()
+
+    lines = _run(read())
+    if lines is None:
+        raise click.ClickException(f"there is no case {canonical}")
+    click.echo("\n".join(lines))
 
 
 @main.group()

@@ -147,7 +147,10 @@ class OutboxSender:
             return 0
         except DeliveryRefused as exc:
             async with self._store.transaction() as tx:
-                if await tx.outbox_failed(message.id, message.token, type(exc).__name__):
+                released = await tx.outbox_failed(
+                    message.id, message.token, type(exc).__name__, self._clock.now()
+                )
+                if released == 0:  # no other address of this responder takes over
                     await self._page_failed(tx, message)
             log.error("outbox.refused id=%s kind=%s", message.id, message.kind)
             return 0

@@ -132,7 +132,8 @@ class Outbox(Base):
     """Every message we send, written in the transaction that decided to send it.
 
     States: pending -> sending (claimed, lease until ``lease_until``) -> sent | failed;
-    pending -> cancelled (an ack made the page pointless). ``ambiguous`` marks a row whose
+    pending -> cancelled (an ack made the page pointless); held -> pending | cancelled (a
+    fallback address, released only if the primary page fails). ``ambiguous`` marks a row whose
     earlier attempt has an unknown outcome: it is sent once more, as a repeat, never a third time.
     """
 
@@ -155,6 +156,9 @@ class Outbox(Base):
     payload_ct: Mapped[bytes | None] = mapped_column(LargeBinary)  # text, buttons, ids to delete
     provider_ids: Mapped[str | None] = mapped_column(String(400))  # platform message ids, once sent
     state: Mapped[str] = mapped_column(String(16))
+    # A fallback page (the responder's next address) is "held" until the page with this
+    # idempotency key is refused or its outcome stays unknown; it is cancelled if that one is sent.
+    fallback_for: Mapped[str | None] = mapped_column(String(200), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     ambiguous: Mapped[bool] = mapped_column(Boolean, default=False)
     next_attempt_at: Mapped[int] = mapped_column(BigInteger)

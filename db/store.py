@@ -344,6 +344,22 @@ class Transaction:
         )
         row.updated_at = to_millis(now)
 
+    async def case_set_tier(self, case_id: str, tier: str, now: datetime) -> None:
+        """Change the case's tier (the caller logs who and why)."""
+        await self._s.execute(
+            update(Case).where(Case.id == case_id).values(tier=tier, updated_at=to_millis(now))
+        )
+        await self._s.execute(
+            update(Escalation).where(Escalation.case_id == case_id).values(tier=tier)
+        )
+
+    async def events_of(self, case_id: str) -> list[tuple[datetime, str, str, str | None]]:
+        """Return the case's log: (time, event, actor, detail), oldest first. No content."""
+        rows = await self._s.execute(
+            select(EventLog).where(EventLog.case_id == case_id).order_by(EventLog.id)
+        )
+        return [(from_millis(r.at), r.event, r.actor, r.detail) for r in rows.scalars()]
+
     async def case_take(self, case_id: str, responder: str, now: datetime) -> bool:
         """Mark an open case taken by ``responder``; False if it was no longer open."""
         result = await self._s.execute(
@@ -496,7 +512,8 @@ class Transaction:
                     },
                     field_context("outbox", "payload", row_id),
                 ),
-                "state": "pending",
+                "state": "held" if item.fallback_for else "pending",
+                "fallback_for": item.fallback_for,
                 "attempts": 0,
                 "ambiguous": False,
                 "next_attempt_at": to_millis(max(now, item.not_before or now)),
@@ -509,7 +526,11 @@ class Transaction:
         """Cancel every page of ``case_id`` not yet claimed; return how many."""
         result = await self._s.execute(
             update(Outbox)
-            .where(Outbox.case_id == case_id, Outbox.kind == "page", Outbox.state == "pending")
+            .where(
+                Outbox.case_id == case_id,
+                Outbox.kind == "page",
+                Outbox.state.in_(("pending", "held")),
+            )
             .values(state="cancelled", wrapped_key=None, recipient_ct=None, payload_ct=None)
         )
         return int(getattr(result, "rowcount", 0))
@@ -560,9 +581,11 @@ class Transaction:
             if row.state == "sending":
                 if row.ambiguous:
                     self._fail(row, "outcome unknown twice; not sent a third time")
+                    await self._release_fallbacks(row, now)
                     await self.log("outbox.given_up", now, case_id=row.case_id, detail=row.id)
                     continue
                 row.ambiguous = True
+                await self._release_fallbacks(row, now)
                 await self.log("outbox.reclaimed", now, case_id=row.case_id, detail=row.id)
             assert row.wrapped_key and row.recipient_ct and row.payload_ct
             key = self._key("outbox", row.id, row.wrapped_key)
@@ -620,6 +643,34 @@ class Transaction:
             row.provider_ids = None
         return ids
 
+    async def _release_fallbacks(self, row: Outbox, now: datetime) -> int:
+        """The page ``row`` failed or its outcome is unknown: send its held fallback now.
+        Returns how many were released."""
+        result = await self._s.execute(
+            update(Outbox)
+            .where(Outbox.fallback_for == row.idempotency_key, Outbox.state == "held")
+            .values(state="pending", next_attempt_at=to_millis(now))
+        )
+        return int(getattr(result, "rowcount", 0))
+
+    async def _cancel_fallbacks(self, row: Outbox) -> None:
+        """The page ``row`` arrived: its held fallbacks (and theirs) will never be needed."""
+        keys = [row.idempotency_key]
+        while keys:
+            held = (
+                (
+                    await self._s.execute(
+                        select(Outbox).where(Outbox.fallback_for.in_(keys), Outbox.state == "held")
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            keys = [h.idempotency_key for h in held]
+            for h in held:
+                h.state = "cancelled"
+                self._shred(h)
+
     async def _claimed(self, message_id: str, token: str) -> Outbox | None:
         row = await self._s.get(Outbox, message_id)
         if row is None or row.state != "sending" or row.claim_token != token:
@@ -646,6 +697,7 @@ class Transaction:
             return False
         if row.defender_id is not None and provider_ids and row.kind != "scrub":
             row.provider_ids = ",".join(provider_ids)[:400]
+        await self._cancel_fallbacks(row)
         row.state = "sent"
         row.sent_at = to_millis(now)
         row.lease_until = None
@@ -664,9 +716,13 @@ class Transaction:
         if row is None:
             return "lost"
         if ambiguous:
+            await self._release_fallbacks(row, at)
             if row.ambiguous:
                 self._fail(row, f"{error}; outcome unknown twice, not sent again")
-                return "failed"
+                fallback = await self._s.execute(
+                    select(Outbox.id).where(Outbox.fallback_for == row.idempotency_key).limit(1)
+                )
+                return "failed_fallback" if fallback.first() is not None else "failed"
             row.ambiguous = True
         row.state = "pending"
         row.next_attempt_at = to_millis(at)
@@ -674,13 +730,16 @@ class Transaction:
         row.last_error = error[:200]
         return "pending"
 
-    async def outbox_failed(self, message_id: str, token: str, error: str) -> bool:
-        """Record a permanent refusal; False if the claim had been lost."""
+    async def outbox_failed(
+        self, message_id: str, token: str, error: str, now: datetime
+    ) -> int | None:
+        """Record a permanent refusal, releasing a held fallback page at once; return how many
+        fallbacks were released, or None if the claim had been lost."""
         row = await self._claimed(message_id, token)
         if row is None:
-            return False
+            return None
         self._fail(row, error)
-        return True
+        return await self._release_fallbacks(row, now)
 
     async def purge_sent(self, before: datetime) -> int:
         """Delete finished outbox rows older than ``before`` (their content is already gone)."""

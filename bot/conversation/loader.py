@@ -41,6 +41,7 @@ CATALOG_KEYS = {
     "telegram_warning": set(),
     "telegram_warning_signal": {"number"},
     "scrubbed": {"ref"},
+    "team_message": {"ref"},
     "choice_hint": set(),
     "skip_hint": set(),
     "text_skip_hint": set(),

@@ -46,7 +46,12 @@ class Transaction(Protocol):
         ...
 
     async def defender_for(self, address: Address, now: datetime) -> DefenderView:
-        """Return the defender behind ``address``, creating the record on first contact."""
+        """Return the defender behind ``address``, creating the record on first contact.
+
+        The defender's row stays locked until the transaction ends (PostgreSQL ``FOR UPDATE``;
+        SQLite's write lock), so two messages from one person are processed one after the
+        other, never interleaved — even on several instances.
+        """
         ...
 
     async def defender_save_session(
@@ -87,6 +92,14 @@ class Transaction(Protocol):
 
     async def case_add_entry(self, case_id: str, label: str, value: str, now: datetime) -> None:
         """Append ``value`` to the case, encrypted with the case's key."""
+        ...
+
+    async def case_set_tier(self, case_id: str, tier: str, now: datetime) -> None:
+        """Change the case's tier (the caller logs who and why)."""
+        ...
+
+    async def events_of(self, case_id: str) -> list[tuple[datetime, str, str, str | None]]:
+        """Return the case's log: (time, event, actor, detail), oldest first. No content."""
         ...
 
     async def case_take(self, case_id: str, responder: str, now: datetime) -> bool:
@@ -176,8 +189,11 @@ class Transaction(Protocol):
         """
         ...
 
-    async def outbox_failed(self, message_id: str, token: str, error: str) -> bool:
-        """Record a permanent refusal; False if the claim had been lost."""
+    async def outbox_failed(
+        self, message_id: str, token: str, error: str, now: datetime
+    ) -> int | None:
+        """Record a permanent refusal, releasing a held fallback page at once; return how many
+        fallbacks were released, or None if the claim had been lost."""
         ...
 
     async def purge_sent(self, before: datetime) -> int:

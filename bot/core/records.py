@@ -62,6 +62,7 @@ class OutboxItem:
     choices: tuple[Choice, ...] = ()
     delete_ids: tuple[str, ...] = ()
     not_before: datetime | None = None  # send no earlier than this (scrubbing waits a little)
+    fallback_for: str | None = None  # held until the page with this idempotency key fails
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,14 @@ NOT_END_TO_END = frozenset({"telegram"})  # channels whose pages carry the least
 RESPONDER_HELP = (
     "Commands:\n"
     "ack REF — take the case (stops the paging)\n"
+    "reply REF text — write to the defender (signed only as the responder team)\n"
+    "escalate REF — page the next step now\n"
+    "tier REF critical|high|medium|low [why] — change the urgency\n"
     "resolve REF [note] — close the case\n"
     "cases — list open cases\n"
     "help — this list"
 )
+TIERS = ("critical", "high", "medium", "low")
 
 
 def format_age(delta: timedelta) -> str:
@@ -146,32 +150,7 @@ class PagingService:
             await tx.log("escalation.exhausted", now, case_id=case.id)
             log.warning("escalation.exhausted case=%s tier=%s", case.id, case.tier)
             return
-        details, added = await tx.case_details(case.id)
-        full = self._page_text(case, details, added, decision.position, now, with_place=True)
-        minimal = self._page_text(case, details, added, decision.position, now, with_place=False)
-        priority = Priority.URGENT if case.tier == "critical" else Priority.PAGE
-        for page in decision.pages:
-            for address in self.directory.reachable_addresses(page.responder):
-                # Telegram is not end-to-end encrypted: its pages leave out even the place.
-                text = minimal if address.channel in NOT_END_TO_END else full
-                position = page.position
-                await tx.outbox_add(
-                    OutboxItem(
-                        idempotency_key=(
-                            f"page:{case.id}:{position.loop}:{position.step}:"
-                            f"{page.responder}:{address.channel}"
-                        ),
-                        kind="page",
-                        priority=priority,
-                        recipient=address,
-                        text=text,
-                        case_id=case.id,
-                        responder=page.responder,
-                        loop=position.loop,
-                        step=position.step,
-                    ),
-                    now,
-                )
+        await self._send_pages(tx, case, decision, now)
         await tx.escalation_save(
             case.id,
             case.tier,
@@ -192,6 +171,52 @@ class PagingService:
             "escalation.paged case=%s tier=%s step=%s", case.id, case.tier, decision.position.step
         )
 
+    async def _send_pages(
+        self,
+        tx: Transaction,
+        case: CaseView,
+        decision: escalation.Decision,
+        now: datetime,
+        note: str | None = None,
+    ) -> None:
+        """Queue the pages of ``decision``: each responder on their first reachable address,
+        with their other addresses held as fallbacks that are released only if that page is
+        refused or its outcome stays unknown."""
+        details, added = await tx.case_details(case.id)
+        texts = {
+            with_place: self._page_text(
+                case, details, added, decision.position, now, with_place=with_place, note=note
+            )
+            for with_place in (True, False)
+        }
+        priority = Priority.URGENT if case.tier == "critical" else Priority.PAGE
+        extra = f":extra{int(now.timestamp() * 1000)}" if note else ""
+        for page in decision.pages:
+            position = page.position
+            previous: str | None = None
+            for address in self.directory.reachable_addresses(page.responder):
+                key = (
+                    f"page:{case.id}:{position.loop}:{position.step}{extra}:"
+                    f"{page.responder}:{address.channel}"
+                )
+                await tx.outbox_add(
+                    OutboxItem(
+                        idempotency_key=key,
+                        kind="page",
+                        priority=priority,
+                        recipient=address,
+                        # Telegram is not end-to-end encrypted: its pages leave out the place.
+                        text=texts[address.channel not in NOT_END_TO_END],
+                        case_id=case.id,
+                        responder=page.responder,
+                        loop=position.loop,
+                        step=position.step,
+                        fallback_for=previous,
+                    ),
+                    now,
+                )
+                previous = key
+
     def _page_text(
         self,
         case: CaseView,
@@ -201,12 +226,15 @@ class PagingService:
         now: datetime,
         *,
         with_place: bool,
+        note: str | None = None,
     ) -> str:
         summary = self._describe(details, added)
         lines = [f"{case.tier.upper()} case {case.ref}"]
         place = f" · {summary.place}" if summary.place and with_place else ""
         lines.append(summary.kind_label + place)
-        if position != escalation.Position(0, 0):
+        if note:
+            lines.append(note)
+        if position != escalation.Position(0, 0) and case.taken_by is None:
             lines.append(f"Not taken after {format_age(now - case.created_at)}.")
         lines.append(f"Reply: ack {case.ref}")
         return "\n".join(lines)
@@ -255,18 +283,30 @@ class PagingService:
         def answer(message: str) -> None:
             replies.append((sender, message, Priority.URGENT))
 
-        if verb in {"ack", "resolve"}:
+        if verb in {"ack", "resolve", "reply", "escalate", "tier"}:
             ref = normalise_reference(words[1]) if len(words) > 1 else None
             case = await tx.case_by_ref(ref) if ref else None
+            rest = text.split(None, 2)[2].strip() if len(words) > 2 else ""
             if len(words) < 2:
-                answer(f"Which case? Write {verb} and the reference, e.g. {verb} K7Q2.")
+                example = {"reply": "reply K7Q2 We are on our way", "tier": "tier K7Q2 high"}
+                answer(
+                    f"Which case? Write {verb} and the reference, e.g. "
+                    f"{example.get(verb, verb + ' K7Q2')}."
+                )
             elif case is None:
                 answer(f"There is no case {words[1][:12].upper()}. Send cases to see open cases.")
             elif verb == "ack":
                 replies += await self._ack(tx, responder, sender, case, now, key)
+            elif verb == "resolve":
+                replies += await self._resolve(tx, responder, sender, case, rest or None, now, key)
+            elif case.status == "resolved":
+                answer(f"Case {case.ref} is already resolved.")
+            elif verb == "reply":
+                answer(await self._reply(tx, responder, case, rest, now, key))
+            elif verb == "escalate":
+                answer(await self._escalate(tx, responder, case, now))
             else:
-                note = text.split(None, 2)[2] if len(words) > 2 else None
-                replies += await self._resolve(tx, responder, sender, case, note, now, key)
+                answer(await self._retier(tx, responder, case, rest, now))
         elif verb == "cases":
             answer(await self._cases(tx, now))
         elif verb in {"help", "/help", "/start", "?"}:
@@ -286,6 +326,64 @@ class PagingService:
                 ),
                 now,
             )
+
+    async def _reply(
+        self, tx: Transaction, responder: str, case: CaseView, text: str, now: datetime, key: str
+    ) -> str:
+        """Send ``text`` to the case's defender, signed only as the team; keep it encrypted."""
+        if not text:
+            return f"Nothing to send. Write: reply {case.ref} followed by your message."
+        await tx.case_add_entry(case.id, f"reply:{responder}", text, now)
+        await self._tell_defender(tx, case, "team_message", now, key, body=text)
+        await tx.log("case.replied", now, case_id=case.id, actor=responder)
+        return f"Sent to the defender of case {case.ref}."
+
+    async def _escalate(
+        self, tx: Transaction, responder: str, case: CaseView, now: datetime
+    ) -> str:
+        """Page the next step of the case's ladder now."""
+        state = await tx.escalation_of(case.id)
+        if state is None:
+            return f"Case {case.ref} has no paging ladder."
+        policy = self._policies[case.tier]
+        position = escalation.Position(state.loop, state.step)
+        if state.state == "active":
+            decision = escalation.advance(policy, position, now, self.directory.reachable)
+            await self._apply(tx, case, decision, now)
+        else:
+            following = escalation.following(policy, position) or escalation.Position(0, 0)
+            decision = escalation.enter(policy, following, self.directory.reachable, now)
+            await self._send_pages(tx, case, decision, now, note=f"{responder} asks for help.")
+        await tx.log("case.escalated", now, case_id=case.id, actor=responder)
+        names = ", ".join(p.responder for p in decision.pages) or "nobody reachable"
+        return f"Case {case.ref}: paged {names}."
+
+    async def _retier(
+        self, tx: Transaction, responder: str, case: CaseView, rest: str, now: datetime
+    ) -> str:
+        """Change the case's tier; an untaken case restarts paging on the new tier's ladder."""
+        parts = rest.split(None, 1)
+        tier = parts[0].casefold() if parts else ""
+        if tier not in TIERS:
+            return f"Write: tier {case.ref} critical|high|medium|low [why]"
+        if tier == case.tier:
+            return f"Case {case.ref} is already {tier.upper()}."
+        why = parts[1] if len(parts) > 1 else ""
+        await tx.case_set_tier(case.id, tier, now)
+        if why:
+            await tx.case_add_entry(case.id, f"tier:{responder}", why, now)
+        await tx.log(
+            "case.retiered",
+            now,
+            case_id=case.id,
+            actor=responder,
+            detail=f"from={case.tier} to={tier}",
+        )
+        state = await tx.escalation_of(case.id)
+        if case.status == "open" and state is not None and state.state in {"active", "exhausted"}:
+            updated = await tx.case_by_id(case.id)
+            await self.start(tx, updated, now)
+        return f"Case {case.ref} is now {tier.upper()} (was {case.tier.upper()})."
 
     async def _ack(
         self,
@@ -362,18 +460,26 @@ class PagingService:
         return out
 
     async def _tell_defender(
-        self, tx: Transaction, case: CaseView, text_key: str, now: datetime, key: str
+        self,
+        tx: Transaction,
+        case: CaseView,
+        text_key: str,
+        now: datetime,
+        key: str,
+        body: str | None = None,
     ) -> None:
-        """Queue a notice to the case's defender, on the platform they used, in their language."""
+        """Queue a notice to the case's defender, on the platform they used, in their language
+        (``body``, if given, follows the notice on its own lines)."""
         address, session = await tx.defender_contact(case.defender_id)
         language = (session or {}).get("language") or self._default_language
+        text = self._defender_text(text_key, language, case.ref)
         await tx.outbox_add(
             OutboxItem(
                 idempotency_key=f"defender:{key}:{text_key}",
                 kind="reply",
                 priority=Priority.URGENT,
                 recipient=address,
-                text=self._defender_text(text_key, language, case.ref),
+                text=text if body is None else f"{text}\n{body}",
                 case_id=case.id,
                 defender_id=case.defender_id,
             ),
