@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +30,7 @@ from bot.core.records import OutboxItem
 from bot.outbox import LEASE, OutboxSender
 from bot.paging.directory import Directory, ResponderEntry
 from bot.paging.service import PagingService
+from bot.paging.watchdog import OperatorAlerts, Problem, check
 from bot.triage.rules import RuleSet, load_rules
 from db import migrate
 from db.base import InstanceLock, create_engine, instance_lock
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FLOWS_DIR = PROJECT_ROOT / "flows"
 TICK_SECONDS = 1.0
+WATCHDOG_SECONDS = 30.0
+WATCHDOG_STUCK_AFTER = timedelta(minutes=2)
+WATCHDOG_OVERDUE_AFTER = timedelta(seconds=30)
 SORRY = (
     "Sorry — something went wrong on our side while reading your message. It was received. "
     "If you are in danger, send SOS."
@@ -59,19 +63,30 @@ def load_flow_data(config: Config) -> tuple[FlowSet, RuleSet]:
     return flows, load_rules(directory, flows)
 
 
+def _entries(people: Iterable[Any]) -> list[ResponderEntry]:
+    """Turn configured people (responders or operators) into directory entries. Their
+    addresses are tried in this order: Signal (end-to-end encrypted), Telegram, console."""
+    entries = []
+    for person in people:
+        addresses = []
+        if person.signal:
+            addresses.append(Address("signal", person.signal))
+        if person.telegram is not None:
+            addresses.append(Address("telegram", str(person.telegram)))
+        if person.console:
+            addresses.append(Address("console", person.name))
+        entries.append(ResponderEntry(person.name, tuple(addresses)))
+    return entries
+
+
 def directory_from(config: Config, active_channels: set[str]) -> Directory:
     """Build the responder directory from the config, limited to ``active_channels``."""
-    entries = []
-    for responder in config.responders:
-        addresses = []
-        if responder.console:
-            addresses.append(Address("console", responder.name))
-        if responder.signal:
-            addresses.append(Address("signal", responder.signal))
-        if responder.telegram is not None:
-            addresses.append(Address("telegram", str(responder.telegram)))
-        entries.append(ResponderEntry(responder.name, tuple(addresses)))
-    return Directory(entries, active_channels)
+    return Directory(_entries(config.responders), active_channels)
+
+
+def operators_from(config: Config, active_channels: set[str]) -> Directory:
+    """Build the directory of operators (paged when the system itself is unhealthy)."""
+    return Directory(_entries(getattr(config, "operators", ())), active_channels)
 
 
 @dataclass
@@ -89,6 +104,7 @@ class App:
     conversations: ConversationService
     paging: PagingService
     sender: OutboxSender
+    alerts: OperatorAlerts
     lock: InstanceLock | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -150,11 +166,29 @@ class App:
         return None
 
     async def operator_alert(self, event: str) -> None:
-        """Record platform trouble an operator must see (an event name, never content) in the
-        event log and the log. Paging operators comes with the watchdog."""
+        """Page the operators about platform trouble (an event name, never content)."""
         log.warning("operator.alert event=%s", event)
         async with self.store.transaction() as tx:
-            await tx.log("operator.alert", self.clock.now(), detail=event[:200])
+            await self.alerts.alert(
+                tx,
+                Problem(f"platform:{event[:80]}", f"A channel reports: {event[:200]}"),
+                self.clock.now(),
+            )
+        self.wake()
+
+    async def watchdog(self) -> int:
+        """Check that every open case is being paged on time and nothing is stuck in the
+        outbox; page the operators about each problem; return how many problems were found."""
+        now = self.clock.now()
+        async with self.store.transaction() as tx:
+            snapshot = await tx.watchdog_snapshot(now, WATCHDOG_STUCK_AFTER)
+            problems = check(snapshot, now, WATCHDOG_OVERDUE_AFTER)
+            for problem in problems:
+                await self.alerts.alert(tx, problem, now)
+        if problems:
+            log.warning("watchdog.problems count=%s", len(problems))
+            self.wake()
+        return len(problems)
 
     async def recover(self) -> int:
         """Process inbox messages stored but not processed before a crash; return how many."""
@@ -194,6 +228,12 @@ class App:
             except Exception:
                 log.exception("outbox.sender_failed")
 
+    async def _safe_watchdog(self) -> None:
+        try:
+            await self.watchdog()
+        except Exception:
+            log.exception("watchdog.failed")
+
     async def _safe_tick(self) -> None:
         try:
             await self.tick()
@@ -211,6 +251,15 @@ class App:
             coalesce=True,
             misfire_grace_time=30,
             id="escalation-tick",
+        )
+        scheduler.add_job(
+            self._safe_watchdog,
+            "interval",
+            seconds=WATCHDOG_SECONDS,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=60,
+            id="watchdog",
         )
         scheduler.start()
         self._scheduler = scheduler
@@ -265,6 +314,7 @@ async def open_app(
         raise
     store = Store(engine, keyring)
     directory = directory_from(config, set(channels))
+    alerts = OperatorAlerts(operators_from(config, set(channels)))
     texts = CaseTexts(flows, config.flows.language)
     paging = PagingService(
         directory=directory,
@@ -273,6 +323,7 @@ async def open_app(
         detail_lines=texts.detail_lines,
         defender_text=texts.defender_text,
         default_language=config.flows.language,
+        alerts=alerts,
     )
     conversations = ConversationService(
         flows,
@@ -294,5 +345,6 @@ async def open_app(
         conversations=conversations,
         paging=paging,
         sender=sender,
+        alerts=alerts,
         lock=lock,
     )

@@ -36,6 +36,7 @@ from bot.core.records import (
     OutboxItem,
 )
 from bot.core.refs import new_reference
+from bot.paging.watchdog import OpenCaseState, Snapshot
 from db.crypto import DataKey, KeyRing, field_context
 from db.ids import new_id
 from db.models import Case, CaseEntry, Defender, Escalation, EventLog, Inbox, Outbox
@@ -552,6 +553,43 @@ class Transaction:
                 and_(Outbox.state == "pending", Outbox.next_attempt_at <= millis),
                 and_(Outbox.state == "sending", Outbox.lease_until < millis),
             ),
+        )
+
+    async def watchdog_snapshot(self, now: datetime, stuck_after: timedelta) -> Snapshot:
+        """Open cases with their escalation state, and how many outbox rows are stuck: due
+        more than ``stuck_after`` ago but not sent, or left sending past their lease."""
+        rows = await self._s.execute(
+            select(
+                Case.id, Case.ref, Case.tier, Case.status, Escalation.state, Escalation.next_due_at
+            )
+            .outerjoin(Escalation, Escalation.case_id == Case.id)
+            .where(Case.status != "resolved")
+        )
+        cases = [
+            OpenCaseState(
+                case_id=r.id,
+                ref=r.ref,
+                tier=r.tier,
+                taken=r.status == "taken",
+                escalation_state=r.state,
+                next_due_at=None if r.next_due_at is None else from_millis(r.next_due_at),
+            )
+            for r in rows
+        ]
+        limit = to_millis(now - stuck_after)
+        stuck = or_(
+            and_(Outbox.state == "pending", Outbox.next_attempt_at < limit),
+            and_(Outbox.state == "sending", Outbox.lease_until < limit),
+        )
+        count, oldest = (
+            await self._s.execute(
+                select(func.count(), func.min(Outbox.next_attempt_at)).where(stuck)
+            )
+        ).one()
+        return Snapshot(
+            cases=cases,
+            stuck_outbox=int(count),
+            oldest_stuck=None if oldest is None else from_millis(oldest),
         )
 
     async def outbox_due_count(self, channels: Sequence[str], now: datetime) -> int:

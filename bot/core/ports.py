@@ -6,9 +6,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.core.messages import Address, Delivered, InboundMessage, OutboundMessage
+
+if TYPE_CHECKING:
+    from bot.paging.watchdog import Snapshot
+
 from bot.core.records import (
     CaseView,
     ClaimedMessage,
@@ -155,6 +159,11 @@ class Transaction(Protocol):
 
     async def paged_responders(self, case_id: str) -> list[str]:
         """Return the names of responders paged for ``case_id`` so far (not cancelled)."""
+        ...
+
+    async def watchdog_snapshot(self, now: datetime, stuck_after: timedelta) -> Snapshot:
+        """Open cases with their escalation state, and how many outbox rows are stuck: due
+        more than ``stuck_after`` ago but not sent, or left sending past their lease."""
         ...
 
     async def outbox_due_count(self, channels: Sequence[str], now: datetime) -> int:

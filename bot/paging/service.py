@@ -21,6 +21,7 @@ from bot.core.records import CaseView, OutboxItem
 from bot.core.refs import normalise_reference
 from bot.paging import escalation
 from bot.paging.directory import Directory
+from bot.paging.watchdog import OperatorAlerts, Problem
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ class PagingService:
         detail_lines: Detail,
         defender_text: Callable[[str, str, str], str],
         default_language: str,
+        alerts: OperatorAlerts | None = None,
     ) -> None:
+        self.alerts = alerts
         self.directory = directory
         self._policies = policies
         self._describe = describe
@@ -137,6 +140,14 @@ class PagingService:
                 detail=f"loop={skipped.loop} step={skipped.step}",
             )
             log.warning("escalation.step_unreachable case=%s step=%s", case.id, skipped.step)
+            if self.alerts is not None:
+                hole = Problem(
+                    f"hole:{case.tier}:{skipped.step}",
+                    f"Nobody could be paged at step {skipped.step + 1} of the {case.tier} ladder "
+                    f"(case {case.ref}): the rota has a hole or the responders are unreachable. "
+                    "The case moved on to the next step.",
+                )
+                await self.alerts.alert(tx, hole, now)
         if decision.exhausted:
             await tx.escalation_save(
                 case.id,
