@@ -4,8 +4,9 @@
 `ConfigError` that lists every problem found, each as ``<file>:<line>: <dotted.key>: <problem>``
 so an operator can fix the whole file in one pass.
 
-Only the standard library and pydantic are used here; the rest of the project imports this
-module, never the other way round.
+Only the standard library, pydantic and the pure, standard-library-only `bot.paging.rota`
+(for the rota and business-hours time arithmetic) are used here; the rest of the project
+imports this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import re
 import tomllib
 import types
 import typing
+import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,27 +43,40 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from bot.paging.rota import ALL_DAYS, Override, Rota, from_wall, on_call
+
 __all__ = [
+    "DEFAULT_ROTA_START",
     "EXAMPLE_SECRETS",
     "EXAMPLE_SIGNAL_NUMBERS",
     "EXAMPLE_TELEGRAM_IDS",
+    "ROTA_ALL_PREFIX",
+    "ROTA_PREFIX",
     "TIERS",
+    "WEEKDAYS",
+    "BusinessHours",
     "Config",
     "ConfigError",
     "DatabaseConfig",
+    "DeliveryConfig",
     "FlowsConfig",
     "KeysConfig",
     "LimitsConfig",
     "LoggingConfig",
+    "Operator",
+    "OverrideConfig",
     "PagingPolicy",
     "PagingStep",
     "Responder",
+    "RotaConfig",
     "SignalConfig",
     "TelegramConfig",
     "Tier",
+    "WatchdogConfig",
     "format_duration",
     "load_config",
     "parse_duration",
+    "parse_target",
 ]
 
 TIERS: tuple[str, ...] = ("critical", "high", "medium", "low")
@@ -93,6 +108,27 @@ _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _BARE_VALUE_RE = re.compile(r"[^,\]}\n#]+")
 _DB_PREFIXES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 _SQLITE_PREFIX = "sqlite+aiosqlite:///"
+
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+"""Weekday names as written in the config, in `datetime.date.weekday` order (0 = Monday)."""
+
+DEFAULT_ROTA_START = date(2026, 1, 5)
+"""A rota without `start` begins on the first of its hand-off days on or after this Monday."""
+
+ROTA_PREFIX = "rota:"
+"""Policy target ``rota:NAME``: whoever is on call on rota NAME when the step fires."""
+
+ROTA_ALL_PREFIX = "rota-all:"
+"""Policy target ``rota-all:NAME``: every member of rota NAME (plus whoever covers now)."""
+
+_SLUG_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}", re.ASCII)
+_CLOCK_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", re.ASCII)
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_LOCAL_DATETIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{1,2}):(\d{2})(?::(\d{2}))?", re.ASCII)
+_MIN_SHIFT = timedelta(hours=1)
+_MAX_BUNDLE_WINDOW = timedelta(minutes=5)
+# Keys zoneinfo lists that are not real places: "localtime" means whatever the host is set to.
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
 
 
 # --------------------------------------------------------------------------- errors
@@ -268,6 +304,143 @@ def _check_http_url(value: str) -> str:
             f"expected a URL starting with https:// or http://, got {_toml_repr(value)}"
         )
     return value
+
+
+def parse_target(target: str) -> tuple[Literal["responder", "rota", "rota-all"], str]:
+    """Split a policy ``notify`` target into its kind and name.
+
+    ``"rota:primary"`` gives ``("rota", "primary")``, ``"rota-all:primary"`` gives
+    ``("rota-all", "primary")`` (prefixes ignore case, spaces around the name are dropped),
+    anything else ``("responder", target)``.
+
+    Args:
+        target: One entry of ``notify``.
+
+    Returns:
+        The kind and the responder or rota name.
+    """
+    lowered = target.lower()
+    if lowered.startswith(ROTA_ALL_PREFIX):
+        return "rota-all", target[len(ROTA_ALL_PREFIX) :].strip()
+    if lowered.startswith(ROTA_PREFIX):
+        return "rota", target[len(ROTA_PREFIX) :].strip()
+    return "responder", target
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """The IANA time zone names this system knows (from the OS or the tzdata package)."""
+    return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
+
+
+def _check_zone(value: str) -> str:
+    """Check an IANA time zone name, suggesting close matches for a wrong one."""
+    names = _zone_names()
+    if value in names:
+        with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            zoneinfo.ZoneInfo(value)
+            return value
+    if not names:
+        raise ValueError(
+            f"unknown time zone {_toml_repr(value)}: this system has no time zone data; "
+            "install the tzdata package"
+        )
+    by_lower = {name.lower(): name for name in names}
+    wanted = value.strip().lower().replace(" ", "_")
+    close = [by_lower[wanted]] if wanted in by_lower else []
+    if not close:
+        city = wanted.rsplit("/", 1)[-1]
+        close = sorted(name for name in names if name.lower().rsplit("/", 1)[-1] == city)[:3]
+    if not close:
+        # The closest names, leaving out ones clearly worse than the best match.
+        scored = sorted(
+            (difflib.SequenceMatcher(None, wanted, lower).ratio(), by_lower[lower])
+            for lower in difflib.get_close_matches(wanted, list(by_lower), n=3)
+        )
+        close = [name for ratio, name in reversed(scored) if ratio >= scored[-1][0] - 0.05]
+    message = f"unknown time zone {_toml_repr(value)}"
+    if close:
+        quoted = [json.dumps(name) for name in close]
+        listing = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+        raise ValueError(f"{message}; did you mean {listing}?")
+    raise ValueError(f'{message}; use an IANA name like "Europe/Berlin", "America/Bogota" or "UTC"')
+
+
+def _parse_duration_value(value: object, example: str) -> object:
+    """Before-validator body for duration keys: strings are parsed, timedelta/None kept."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError(f'expected a duration string like "{example}", got {_toml_repr(value)}')
+
+
+def _parse_clock(value: object, example: str = "09:00") -> time:
+    """A wall-clock time written "HH:MM" (or "HH:MM:SS", or a TOML local time)."""
+    if isinstance(value, time) and value.tzinfo is None and not value.microsecond:
+        return value
+    if isinstance(value, str):
+        match = _CLOCK_RE.fullmatch(value.strip())
+        if match is not None:
+            hour, minute, second = (int(group or 0) for group in match.groups())
+            if hour < 24 and minute < 60 and second < 60:
+                return time(hour, minute, second)
+    raise ValueError(f'expected a local time "HH:MM" like "{example}", got {_toml_repr(value)}')
+
+
+def _format_clock(value: time) -> str:
+    """ "09:00", or "09:00:30" when there are seconds."""
+    text = f"{value.hour:02d}:{value.minute:02d}"
+    return f"{text}:{value.second:02d}" if value.second else text
+
+
+def _parse_date(value: object) -> date:
+    """A calendar date written "YYYY-MM-DD" (or a TOML local date)."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _DATE_RE.fullmatch(value.strip()):
+        with contextlib.suppress(ValueError):
+            return date.fromisoformat(value.strip())
+    raise ValueError(f'expected a date "YYYY-MM-DD" like "2026-01-05", got {_toml_repr(value)}')
+
+
+def _parse_local_datetime(value: object) -> datetime:
+    """A wall-clock date and time "YYYY-MM-DD HH:MM" (or a TOML local date-time)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            raise ValueError(
+                'write a local time without an offset, like "2026-12-24 18:00", and set '
+                "zone if it is not the rota's zone"
+            )
+        return value
+    if isinstance(value, str):
+        match = _LOCAL_DATETIME_RE.fullmatch(value.strip())
+        if match is not None:
+            day, hour, minute, second = match.groups()
+            with contextlib.suppress(ValueError):
+                clock = time(int(hour), int(minute), int(second or 0))
+                return datetime.combine(date.fromisoformat(day), clock)
+    raise ValueError(
+        'expected a local date and time "YYYY-MM-DD HH:MM" like "2026-12-24 18:00", '
+        f"got {_toml_repr(value)}"
+    )
+
+
+def _format_local_datetime(value: datetime) -> str:
+    """ "2026-12-24 18:00" (seconds only when there are some)."""
+    return f"{value.date().isoformat()} {_format_clock(value.time())}"
+
+
+def _days_text(days: Iterable[int]) -> str:
+    """Weekday numbers as names: "mon, thu"."""
+    return ", ".join(WEEKDAYS[day] for day in sorted(days))
+
+
+def _instant(at: datetime, what: str) -> datetime:
+    """`at` in UTC; a naive datetime is refused because its instant is unknown."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"{what} must be an aware datetime (with a time zone), got {at!r}")
+    return at.astimezone(UTC)
 
 
 class _Model(BaseModel):
@@ -576,17 +749,494 @@ class PagingStep(_Model):
         return format_duration(value)
 
 
+class BusinessHours(_Model):
+    """Opening hours, written ``"mon-fri 09:00-18:00 Europe/Berlin"``.
+
+    The first word lists the days: names (``mon`` ... ``sun``), ranges (``mon-fri``; a range
+    may wrap, ``fri-mon``) and comma-separated lists of both (``mon-wed,fri``). Then the
+    opening and closing wall times, then the IANA zone they are in.
+
+    On each listed day (a date in `zone`) it is open from `opens` (inclusive) to `closes`
+    (exclusive), both reached by the wall-time rule of `bot.paging.rota.from_wall`: a time
+    skipped by a spring-forward gap is reached when the gap ends, a time that occurs twice on a
+    fall-back day at its first occurrence. So "09:00-18:00" means 09:00 to 18:00 local on both
+    sides of DST.
+
+    Guarantees non-empty `days` (0 = Monday ... 6 = Sunday), `opens` before `closes` on the
+    same day (hours across midnight are not supported) and a known `zone`. `str()` gives the
+    canonical text, which `parse` reads back to an equal value.
+    """
+
+    days: frozenset[int]
+    opens: time
+    closes: time
+    zone: StrictStr
+
+    @model_validator(mode="after")
+    def _check(self) -> BusinessHours:
+        if not self.days or not self.days <= ALL_DAYS:
+            raise ValueError(f"days must be a non-empty set of 0..6, got {sorted(self.days)}")
+        if self.opens.tzinfo is not None or self.closes.tzinfo is not None:
+            raise ValueError("opening and closing times are wall times without a zone")
+        if self.closes <= self.opens:
+            raise ValueError(
+                "the closing time must be after the opening time "
+                "(hours across midnight are not supported)"
+            )
+        _check_zone(self.zone)
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> BusinessHours:
+        """Read hours written like ``"mon-fri 09:00-18:00 Europe/Berlin"``.
+
+        Args:
+            text: Days, opening-closing time, zone, separated by spaces.
+
+        Returns:
+            The hours.
+
+        Raises:
+            ValueError: Naming what is wrong (unknown day, bad time, closing not after opening,
+                unknown zone with suggestions).
+        """
+        usage = '"DAYS HH:MM-HH:MM ZONE" like "mon-fri 09:00-18:00 Europe/Berlin"'
+        parts = text.split()
+        if len(parts) != 3:
+            raise ValueError(f"expected {usage}, got {_toml_repr(text)}")
+        day_spec, span, zone = parts
+        days: set[int] = set()
+        for piece in day_spec.lower().split(","):
+            first, dash, last = piece.partition("-")
+            if first not in WEEKDAYS or (dash and last not in WEEKDAYS):
+                raise ValueError(
+                    f"unknown day {json.dumps(piece)} in {_toml_repr(text)}; use "
+                    f"{', '.join(WEEKDAYS)}, a range like mon-fri or a list like mon,wed,fri"
+                )
+            day = WEEKDAYS.index(first)
+            end = WEEKDAYS.index(last) if dash else day
+            days.add(day)
+            while day != end:
+                day = (day + 1) % 7
+                days.add(day)
+        opens_text, dash, closes_text = span.partition("-")
+        try:
+            if not dash:
+                raise ValueError
+            opens, closes = _parse_clock(opens_text), _parse_clock(closes_text)
+        except ValueError:
+            raise ValueError(
+                f"expected opening and closing times like 09:00-18:00 in {_toml_repr(text)}"
+            ) from None
+        if closes <= opens:
+            raise ValueError(
+                f"the closing time must be after the opening time in {_toml_repr(text)} "
+                "(hours across midnight are not supported)"
+            )
+        return cls(days=frozenset(days), opens=opens, closes=closes, zone=_check_zone(zone))
+
+    def __str__(self) -> str:
+        """The canonical text, e.g. ``"mon-fri 09:00-18:00 Europe/Berlin"``."""
+        runs: list[list[int]] = []
+        for day in sorted(self.days):
+            if runs and runs[-1][-1] == day - 1:
+                runs[-1].append(day)
+            else:
+                runs.append([day])
+        spec = ",".join(
+            WEEKDAYS[run[0]] if len(run) == 1 else f"{WEEKDAYS[run[0]]}-{WEEKDAYS[run[-1]]}"
+            for run in runs
+        )
+        return f"{spec} {_format_clock(self.opens)}-{_format_clock(self.closes)} {self.zone}"
+
+    def _interval(self, day: date) -> tuple[datetime, datetime]:
+        """The instants (UTC) `day` opens and closes; empty if both fall into one gap."""
+        return (
+            from_wall(datetime.combine(day, self.opens), self.zone),
+            from_wall(datetime.combine(day, self.closes), self.zone),
+        )
+
+    def _nearby_days(self, at: datetime, after: int) -> Iterable[date]:
+        """Listed days from the local day before `at` to `after` days after it, in order."""
+        local = at.astimezone(zoneinfo.ZoneInfo(self.zone)).date()
+        for offset in range(-1, after + 1):
+            day = local + timedelta(days=offset)
+            if day.weekday() in self.days:
+                yield day
+
+    def is_open(self, at: datetime) -> bool:
+        """Return whether it is open at the instant `at` (aware, any zone).
+
+        Raises:
+            ValueError: If `at` is naive.
+        """
+        instant = _instant(at, "at")
+        return any(
+            opens <= instant < closes
+            for opens, closes in map(self._interval, self._nearby_days(instant, 1))
+        )
+
+    def next_open(self, at: datetime) -> datetime:
+        """Return the first instant at or after `at` at which it is open, in UTC.
+
+        That is `at` itself (in UTC) when `is_open(at)`, otherwise the next opening.
+
+        Raises:
+            ValueError: If `at` is naive.
+        """
+        instant = _instant(at, "at")
+        if self.is_open(instant):
+            return instant
+        for opens, closes in map(self._interval, self._nearby_days(instant, 8)):
+            if opens < closes and opens >= instant:
+                return opens
+        raise AssertionError("unreachable: some listed day opens within eight days")
+
+
 class PagingPolicy(_Model):
     """How one urgency tier is paged: a non-empty ladder of `steps`, run 1 + `repeat` times.
 
-    Guarantees 0 <= `repeat` <= 10.
+    Guarantees 0 <= `repeat` <= 10. Optional, each None unless configured:
+
+    * `ack_timeout`: when the responder who took a case shows no activity on it for this
+      long, the case is paged again (a responder at risk can take a case and then go dark).
+    * `hours`: business hours; outside them this tier's pages wait for `hours.next_open`.
+      Never set on ``critical`` or ``high`` (`Config` refuses it).
+    * `raise_after`: a case of this tier nobody has touched for this long is raised to the
+      next more urgent tier. Never set on ``critical`` (`Config` refuses it).
+
+    Durations are positive, whole seconds and at most 30 days.
     """
 
     steps: tuple[PagingStep, ...] = Field(min_length=1)
     repeat: StrictInt = Field(default=0, ge=0, le=10)
+    ack_timeout: timedelta | None = None
+    hours: BusinessHours | None = None
+    raise_after: timedelta | None = None
+
+    @field_validator("ack_timeout", "raise_after", mode="before")
+    @classmethod
+    def _parse_durations(cls, value: object) -> object:
+        return _parse_duration_value(value, "15m")
+
+    @field_validator("hours", mode="before")
+    @classmethod
+    def _parse_hours(cls, value: object) -> object:
+        if value is None or isinstance(value, BusinessHours):
+            return value
+        if isinstance(value, str):
+            return BusinessHours.parse(value)
+        raise ValueError(
+            f'expected a string like "mon-fri 09:00-18:00 Europe/Berlin", got {_toml_repr(value)}'
+        )
+
+    @field_serializer("ack_timeout", "raise_after", when_used="json")
+    def _serialize_durations(self, value: timedelta | None) -> str | None:
+        return None if value is None else format_duration(value)
+
+    @field_serializer("hours", when_used="json")
+    def _serialize_hours(self, value: BusinessHours | None) -> str | None:
+        return None if value is None else str(value)
 
 
-_SECTIONS = ("database", "keys", "flows", "limits", "logging", "telegram", "signal")
+class DeliveryConfig(_Model):
+    """How pages are delivered.
+
+    `bundle_window`: pages to one responder that fall within this window go out as one message
+    (critical pages are never bundled). Guaranteed positive and at most 5 minutes, so bundling
+    can never hold a page back long.
+    """
+
+    bundle_window: timedelta = timedelta(seconds=30)
+
+    @field_validator("bundle_window", mode="before")
+    @classmethod
+    def _parse_window(cls, value: object) -> object:
+        return _parse_duration_value(value, "30s")
+
+    @field_validator("bundle_window")
+    @classmethod
+    def _check_window(cls, value: timedelta) -> timedelta:
+        if value > _MAX_BUNDLE_WINDOW:
+            raise ValueError(
+                f'must be at most "{format_duration(_MAX_BUNDLE_WINDOW)}": a longer window '
+                f'would hold pages back, got "{format_duration(value)}"'
+            )
+        return value
+
+    @field_serializer("bundle_window", when_used="json")
+    def _serialize_window(self, value: timedelta) -> str:
+        return format_duration(value)
+
+
+class WatchdogConfig(_Model):
+    """The watchdog that pages the operators when the bot itself is unhealthy.
+
+    Every `interval` it checks for an escalation or a page that has made no progress for
+    `stuck_after`. Guarantees positive durations with `interval` <= `stuck_after`.
+    """
+
+    interval: timedelta = timedelta(seconds=30)
+    stuck_after: timedelta = timedelta(minutes=2)
+
+    @field_validator("interval", "stuck_after", mode="before")
+    @classmethod
+    def _parse_durations(cls, value: object) -> object:
+        return _parse_duration_value(value, "30s")
+
+    @field_serializer("interval", "stuck_after", when_used="json")
+    def _serialize_durations(self, value: timedelta) -> str:
+        return format_duration(value)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> WatchdogConfig:
+        if self.interval > self.stuck_after:
+            raise _problems_error(
+                [
+                    (
+                        ("interval",),
+                        f'must be at most stuck_after ("{format_duration(self.stuck_after)}"), '
+                        f'got "{format_duration(self.interval)}"',
+                    )
+                ]
+            )
+        return self
+
+
+class Operator(Responder):
+    """A person paged when the bot itself is unhealthy (a rota nobody on call can be paged on,
+    a stuck outbox), not about cases.
+
+    Same keys and guarantees as `Responder`; the same person may be both, under the same name.
+    """
+
+
+class RotaConfig(_Model):
+    """One ``[[rotas]]`` table: an on-call rotation (built into a `bot.paging.rota.Rota`).
+
+    Guarantees:
+
+    * `name` is a lowercase slug (a-z, 0-9, _ and -, starting with a letter, at most 32);
+    * `members` is non-empty (that they are configured responders is checked by `Config`);
+    * `zone` is a known IANA zone; `handoff` a wall time;
+    * `days` is None (the default, see `weekdays`) or distinct weekday names in week order;
+      a weekly rota has at most one day, a rota with a duration `shift` has none;
+    * a duration `shift` is at least one hour (and at most 30 days);
+    * an explicit `start` is a hand-off day (its weekday is in `weekdays`).
+    """
+
+    name: StrictStr
+    members: tuple[StrictStr, ...] = Field(min_length=1)
+    zone: StrictStr
+    handoff: time
+    days: tuple[StrictStr, ...] | None = Field(default=None, min_length=1)
+    shift: Literal["daily", "weekly"] | timedelta = "daily"
+    start: date | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _SLUG_RE.fullmatch(value):
+            raise ValueError(
+                'must be a short lowercase name like "primary": a-z, 0-9, _ and -, starting '
+                f"with a letter, at most 32 characters; got {_toml_repr(value)}"
+            )
+        return value
+
+    @field_validator("zone")
+    @classmethod
+    def _validate_zone(cls, value: str) -> str:
+        return _check_zone(value)
+
+    @field_validator("handoff", mode="before")
+    @classmethod
+    def _parse_handoff(cls, value: object) -> object:
+        return _parse_clock(value)
+
+    @field_validator("days")
+    @classmethod
+    def _check_days(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        problems: list[_Problem] = []
+        seen: dict[str, int] = {}
+        for index, text in enumerate(value):
+            day = text.strip().lower()
+            if day not in WEEKDAYS:
+                problems.append(
+                    (
+                        (index,),
+                        f"expected a weekday, one of {', '.join(json.dumps(d) for d in WEEKDAYS)}"
+                        f"; got {_toml_repr(text)}",
+                    )
+                )
+            elif day in seen:
+                problems.append(((index,), f'"{day}" is already listed at days[{seen[day]}]'))
+            else:
+                seen[day] = index
+        if problems:
+            raise _problems_error(problems)
+        return tuple(sorted(seen, key=WEEKDAYS.index))
+
+    @field_validator("shift", mode="before")
+    @classmethod
+    def _parse_shift(cls, value: object) -> object:
+        if isinstance(value, timedelta):
+            return value
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in ("daily", "weekly"):
+                return word
+            try:
+                return parse_duration(value)
+            except ValueError:
+                raise ValueError(
+                    f'expected "daily", "weekly" or a duration like "12h", got {_toml_repr(value)}'
+                ) from None
+        raise ValueError(
+            f'expected "daily", "weekly" or a duration like "12h", got {_toml_repr(value)}'
+        )
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _parse_start(cls, value: object) -> object:
+        return None if value is None else _parse_date(value)
+
+    @field_serializer("handoff", when_used="json")
+    def _serialize_handoff(self, value: time) -> str:
+        return _format_clock(value)
+
+    @field_serializer("shift", when_used="json")
+    def _serialize_shift(self, value: str | timedelta) -> str:
+        return format_duration(value) if isinstance(value, timedelta) else value
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> RotaConfig:
+        problems: list[_Problem] = []
+        if isinstance(self.shift, timedelta):
+            if self.shift < _MIN_SHIFT:
+                problems.append(
+                    (("shift",), f'must be at least "1h", got "{format_duration(self.shift)}"')
+                )
+            if self.days is not None:
+                problems.append(
+                    (
+                        ("days",),
+                        'only daily and weekly rotas hand off on chosen days; with shift = "'
+                        f'{format_duration(self.shift)}" every shift is that long, so leave '
+                        "days out",
+                    )
+                )
+        elif self.shift == "weekly" and self.days is not None and len(self.days) > 1:
+            problems.append(
+                (
+                    ("days",),
+                    "a weekly rota hands off once a week: give the one hand-off day, "
+                    f'e.g. days = ["{self.days[0]}"]',
+                )
+            )
+        if self.start is not None and not problems:
+            weekdays = self.weekdays
+            if self.start.weekday() not in weekdays:
+                problems.append(
+                    (
+                        ("start",),
+                        f"{self.start.isoformat()} is a {WEEKDAYS[self.start.weekday()]}, but "
+                        f"this rota hands off only on {_days_text(weekdays)}; start on one of "
+                        "those days",
+                    )
+                )
+        if problems:
+            raise _problems_error(problems)
+        return self
+
+    @property
+    def weekdays(self) -> frozenset[int]:
+        """The weekdays with hand-offs (0 = Monday): `days`, or by default every day for
+        ``"daily"``, the weekday of `start` (Monday without a start) for ``"weekly"``, and
+        every day (unused) for a duration shift."""
+        if self.days is not None:
+            return frozenset(WEEKDAYS.index(day) for day in self.days)
+        if self.shift == "weekly":
+            return frozenset({(self.start or DEFAULT_ROTA_START).weekday()})
+        return ALL_DAYS
+
+    @property
+    def first_day(self) -> date:
+        """The date (in `zone`) whose hand-off begins ``members[0]``'s first shift: `start`,
+        or the first hand-off day on or after `DEFAULT_ROTA_START`."""
+        if self.start is not None:
+            return self.start
+        day = DEFAULT_ROTA_START
+        while day.weekday() not in self.weekdays:
+            day += timedelta(days=1)
+        return day
+
+    def build(self, members: Sequence[str], overrides: Sequence[Override] = ()) -> Rota:
+        """Make the `Rota`, with `members` (canonical spellings) and its `overrides`.
+
+        Raises:
+            ValueError: From `Rota` (cannot happen for a validated config).
+        """
+        return Rota(
+            name=self.name,
+            members=tuple(members),
+            zone=self.zone,
+            handoff=self.handoff,
+            days=ALL_DAYS if isinstance(self.shift, timedelta) else self.weekdays,
+            shift=self.shift,
+            start=from_wall(datetime.combine(self.first_day, self.handoff), self.zone),
+            overrides=tuple(overrides),
+        )
+
+
+class OverrideConfig(_Model):
+    """One ``[[overrides]]`` table: `responder` covers a rota from `start` to `end`.
+
+    `replaces` names the member they cover for (None: extra cover for everyone); see
+    `bot.paging.rota.Override`. `start` and `end` are wall times (naive) in `zone`, or in the
+    rota's zone when `zone` is None, reached by the wall-time rule of `from_wall`. `Config`
+    checks that the names exist, that `replaces` is a member of the rota, that `end` is after
+    `start`, and that two overrides never replace the same member of a rota at once.
+    """
+
+    rota: StrictStr
+    responder: StrictStr
+    replaces: StrictStr | None = None
+    start: datetime
+    end: datetime
+    zone: StrictStr | None = None
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _parse_times(cls, value: object) -> object:
+        return _parse_local_datetime(value)
+
+    @field_validator("zone")
+    @classmethod
+    def _validate_zone(cls, value: str | None) -> str | None:
+        return None if value is None else _check_zone(value)
+
+    @field_serializer("start", "end", when_used="json")
+    def _serialize_times(self, value: datetime) -> str:
+        return _format_local_datetime(value)
+
+    def instants(self, zone: str) -> tuple[datetime, datetime]:
+        """`start` and `end` as instants (UTC), read as wall times in `zone`."""
+        return from_wall(self.start, zone), from_wall(self.end, zone)
+
+
+_SECTIONS = (
+    "database",
+    "keys",
+    "flows",
+    "limits",
+    "logging",
+    "telegram",
+    "signal",
+    "delivery",
+    "watchdog",
+)
 
 
 def _reference_problems(
@@ -623,7 +1273,17 @@ def _reference_problems(
     for tier, steps in tiers.items():
         for index, notify in steps:
             for name in notify:
-                if name.lower() not in known:
+                if parse_target(name)[0] != "responder":
+                    continue  # rota targets: `_rota_reference_problems`
+                if ":" in name:
+                    problems.append(
+                        (
+                            ("paging", tier, "steps", index, "notify"),
+                            f"unknown target '{name}'; write a responder name, "
+                            '"rota:NAME" or "rota-all:NAME"',
+                        )
+                    )
+                elif name.lower() not in known:
                     problems.append(
                         (
                             ("paging", tier, "steps", index, "notify"),
@@ -633,13 +1293,143 @@ def _reference_problems(
     return problems
 
 
+def _tables(data: Mapping[str, Any], key: str) -> list[tuple[int, Mapping[str, Any]]]:
+    """The tables of the array `key` in `data` (raw TOML or a model dump), with indices."""
+    value = data.get(key)
+    if not isinstance(value, list | tuple):
+        return []
+    return [(index, entry) for index, entry in enumerate(value) if isinstance(entry, Mapping)]
+
+
+def _strings(value: object) -> list[str]:
+    """The strings in an array value (anything else gives none)."""
+    return (
+        [item for item in value if isinstance(item, str)] if isinstance(value, list | tuple) else []
+    )
+
+
+def _rota_reference_problems(data: Mapping[str, Any]) -> list[_Problem]:
+    """Cross-checks of operators, rotas, overrides and rota targets, on raw TOML or a dump.
+
+    Unique operator and rota names (ignoring case); rota members, override responders and
+    replaced members are configured responders; a replaced person is a member of the rota;
+    overrides and ``rota:``/``rota-all:`` targets name configured rotas; business hours and
+    raising are not set on tiers where they would hold back or misdirect urgent pages.
+    """
+    problems: list[_Problem] = []
+    responders: dict[str, str] = {}
+    for _, entry in _tables(data, "responders"):
+        if isinstance(entry.get("name"), str):
+            responders.setdefault(entry["name"].lower(), entry["name"])
+    known = ", ".join(responders.values()) or "(none)"
+
+    operators: dict[str, int] = {}
+    for index, entry in _tables(data, "operators"):
+        name = entry.get("name")
+        if isinstance(name, str):
+            first = operators.setdefault(name.lower(), index)
+            if first != index:
+                problems.append(
+                    (
+                        ("operators", index, "name"),
+                        f"'{name}' is already used by operators[{first}]",
+                    )
+                )
+
+    rotas: dict[str, tuple[int, str, list[str]]] = {}
+    for index, entry in _tables(data, "rotas"):
+        members = _strings(entry.get("members"))
+        for member in members:
+            if member.lower() not in responders:
+                problems.append(
+                    (("rotas", index, "members"), f"unknown responder '{member}'; known: {known}")
+                )
+        name = entry.get("name")
+        if not isinstance(name, str):
+            continue
+        if name.lower() in rotas:
+            problems.append(
+                (
+                    ("rotas", index, "name"),
+                    f"'{name}' is already used by rotas[{rotas[name.lower()][0]}]",
+                )
+            )
+        else:
+            rotas[name.lower()] = (index, name, members)
+
+    def unknown_rota(name: str) -> str:
+        if not rotas:
+            return f"unknown rota '{name}'; no [[rotas]] are configured"
+        return f"unknown rota '{name}'; known: {', '.join(r[1] for r in rotas.values())}"
+
+    for index, entry in _tables(data, "overrides"):
+        rota_name, responder, replaces = (entry.get(k) for k in ("rota", "responder", "replaces"))
+        rota = rotas.get(rota_name.lower()) if isinstance(rota_name, str) else None
+        if isinstance(rota_name, str) and rota is None:
+            problems.append((("overrides", index, "rota"), unknown_rota(rota_name)))
+        for key, name in (("responder", responder), ("replaces", replaces)):
+            if isinstance(name, str) and name.lower() not in responders:
+                problems.append(
+                    (("overrides", index, key), f"unknown responder '{name}'; known: {known}")
+                )
+        if not isinstance(replaces, str) or replaces.lower() not in responders:
+            continue
+        if isinstance(responder, str) and responder.lower() == replaces.lower():
+            problems.append(
+                (("overrides", index, "replaces"), f"'{replaces}' cannot replace themself")
+            )
+        elif rota is not None and replaces.lower() not in {m.lower() for m in rota[2]}:
+            problems.append(
+                (
+                    ("overrides", index, "replaces"),
+                    f"'{replaces}' is not a member of rota '{rota[1]}' (members: "
+                    f"{', '.join(rota[2])}), so this override would never apply",
+                )
+            )
+
+    paging = data.get("paging")
+    for tier, policy in paging.items() if isinstance(paging, Mapping) else ():
+        if not isinstance(policy, Mapping):
+            continue
+        for index, step in _tables(policy, "steps"):
+            for target in _strings(step.get("notify")):
+                kind, name = parse_target(target)
+                if kind != "responder" and name.lower() not in rotas:
+                    problems.append(
+                        (("paging", tier, "steps", index, "notify"), unknown_rota(name))
+                    )
+        if tier in ("critical", "high") and policy.get("hours") is not None:
+            problems.append(
+                (
+                    ("paging", tier, "hours"),
+                    f"{tier} pages go out at any hour; business hours may only be set on "
+                    "medium and low",
+                )
+            )
+        if tier == "critical" and policy.get("raise_after") is not None:
+            problems.append(
+                (("paging", tier, "raise_after"), "critical is the most urgent tier already")
+            )
+    return problems
+
+
 class Config(_Model):
     """The whole validated configuration.
 
     Guarantees at least one responder, responder names unique ignoring case, a paging policy
-    for every tier in `TIERS`, and that every name a policy notifies is a configured
-    responder. `source` is the absolute path of the file it was loaded from; `paging` is a
-    read-only mapping in `TIERS` order.
+    for every tier in `TIERS`, and that every target a policy notifies exists: a configured
+    responder, or ``rota:NAME`` / ``rota-all:NAME`` with NAME a configured rota. Also:
+
+    * operator names are unique ignoring case (operators are optional here; see
+      `operator_problems`);
+    * rota names are unique ignoring case and every rota member is a configured responder;
+    * every override names a configured rota and responder, replaces (if anyone) a member of
+      that rota other than the responder, ends after it starts, and no two overrides replace
+      the same member of the same rota at the same instant;
+    * ``critical`` and ``high`` have no business `hours`; ``critical`` has no `raise_after`.
+
+    `source` is the absolute path of the file it was loaded from; `paging` is a read-only
+    mapping in `TIERS` order.
     """
 
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
@@ -649,7 +1439,12 @@ class Config(_Model):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     signal: SignalConfig = Field(default_factory=SignalConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     responders: tuple[Responder, ...] = Field(min_length=1)
+    operators: tuple[Operator, ...] = ()
+    rotas: tuple[RotaConfig, ...] = ()
+    overrides: tuple[OverrideConfig, ...] = ()
     paging: Mapping[Tier, PagingPolicy]
     source: Path
 
@@ -683,9 +1478,166 @@ class Config(_Model):
                 for tier, policy in self.paging.items()
             },
         )
+        problems += _rota_reference_problems(self.model_dump())
+        if not problems:
+            problems += self._override_time_problems()
         if problems:
             raise _problems_error(problems)
         return self
+
+    def _override_time_problems(self) -> list[_Problem]:
+        """Each override ends after it starts; no two replace one member of a rota at once."""
+        problems: list[_Problem] = []
+        spans: dict[tuple[str, str], list[tuple[int, datetime, datetime]]] = {}
+        for index, override in enumerate(self.overrides):
+            rota = self._rota_config(override.rota)
+            if rota is None:
+                continue
+            zone = override.zone or rota.zone
+            start, end = override.instants(zone)
+            if end <= start:
+                problems.append(
+                    (
+                        ("overrides", index, "end"),
+                        f"must be after start ({_format_local_datetime(override.start)} "
+                        f"{zone}), got {_format_local_datetime(override.end)}",
+                    )
+                )
+                continue
+            if override.replaces is None:
+                continue
+            key = (rota.name, override.replaces.lower())
+            for other, other_start, other_end in spans.get(key, []):
+                if start < other_end and other_start < end:
+                    problems.append(
+                        (
+                            ("overrides", index),
+                            f"overlaps overrides[{other}], which also replaces "
+                            f"'{override.replaces}' on rota '{rota.name}'; make them follow "
+                            "each other",
+                        )
+                    )
+                    break
+            spans.setdefault(key, []).append((index, start, end))
+        return problems
+
+    def _rota_config(self, name: str) -> RotaConfig | None:
+        wanted = name.lower()
+        return next((rota for rota in self.rotas if rota.name.lower() == wanted), None)
+
+    def rota(self, name: str) -> Rota | None:
+        """Build the rota called `name` (ignoring case), with its overrides.
+
+        Member, override and replaced names are the configured responders' spellings; override
+        times are resolved in the override's zone (by default the rota's). See
+        `bot.paging.rota.on_call` and `next_handoffs` for who is on call when.
+
+        Args:
+            name: The rota's name, in any case.
+
+        Returns:
+            The rota, or None if no rota has that name.
+        """
+        config = self._rota_config(name)
+        if config is None:
+            return None
+
+        def spelled(person: str) -> str:
+            responder = self.responder(person)
+            return person if responder is None else responder.name
+
+        overrides: list[Override] = []
+        for override in self.overrides:
+            if override.rota.lower() != config.name:
+                continue
+            start, end = override.instants(override.zone or config.zone)
+            overrides.append(
+                Override(
+                    rota=config.name,
+                    responder=spelled(override.responder),
+                    replaces=None if override.replaces is None else spelled(override.replaces),
+                    start=start,
+                    end=end,
+                )
+            )
+        return config.build([spelled(member) for member in config.members], overrides)
+
+    def resolve_targets(self, notify: Iterable[str], at: datetime) -> tuple[str, ...]:
+        """Turn a step's ``notify`` targets into responder names at the instant `at`.
+
+        A responder name gives that responder; ``rota:NAME`` whoever is on call on rota NAME at
+        `at` (`bot.paging.rota.on_call`, overrides applied); ``rota-all:NAME`` every member of
+        rota NAME followed by whoever else is on call on it at `at` (people covering). Names are
+        the configured spellings, each once (ignoring case), in the order first met. Evaluate
+        it when the step fires, so that a hand-off between steps is respected.
+
+        Args:
+            notify: Targets as in `PagingStep.notify`.
+            at: The instant the step fires (aware).
+
+        Returns:
+            The responder names to page; names the config does not know are kept as written.
+
+        Raises:
+            ValueError: If `at` is naive.
+        """
+        instant = _instant(at, "at")
+        names: list[str] = []
+        for target in notify:
+            kind, name = parse_target(target)
+            rota = None if kind == "responder" else self.rota(name)
+            if rota is None:
+                responder = self.responder(name)
+                names.append(target if responder is None else responder.name)
+                continue
+            if kind == "rota-all":
+                names.extend(rota.members)
+            names.extend(on_call(rota, instant))
+        unique: dict[str, str] = {}
+        for name in names:
+            unique.setdefault(name.lower(), name)
+        return tuple(unique.values())
+
+    def operator_problems(self) -> list[str]:
+        """List why the operators cannot be paged by `intake run`; empty when they can.
+
+        `intake run` refuses to start while this is non-empty: without a reachable operator,
+        nobody hears that the bot itself is unhealthy (a rota nobody on call can be paged on, a
+        stuck outbox). Flags a config without ``[[operators]]``, and one where no operator has
+        an address on a channel `intake run` uses: a ``signal`` number with ``[signal]``
+        enabled or a ``telegram`` id with ``[telegram]`` enabled (``console`` only works in
+        `intake shell`).
+
+        Returns:
+            ``<file>: ...`` / ``<file>:<line>: operators: ...`` messages, or an empty list.
+        """
+        file = str(self.source)
+        if not self.operators:
+            return [
+                f"{file}: no [[operators]] table: add at least one operator, the person paged "
+                "when the bot itself is unhealthy (a rota nobody can be paged on, a stuck "
+                'outbox), e.g. [[operators]] name = "carol" signal = "+491701234567"'
+            ]
+        if any(
+            (self.signal.enabled and operator.signal is not None)
+            or (self.telegram.enabled and operator.telegram is not None)
+            for operator in self.operators
+        ):
+            return []
+        try:
+            line = _line_of(self.source.read_text(encoding="utf-8"), ("operators", 0))
+        except (OSError, UnicodeDecodeError):
+            line = None
+        return [
+            _format_problem(
+                file,
+                line,
+                ("operators",),
+                "no operator can be paged by `intake run`: give one a signal number with "
+                "[signal] enabled or a telegram id with [telegram] enabled (console only "
+                "works in `intake shell`)",
+            )
+        ]
 
     def responder(self, name: str) -> Responder | None:
         """Find a responder by name, ignoring case.
@@ -705,9 +1657,9 @@ class Config(_Model):
     def example_values(self) -> list[str]:
         """List the placeholder values from config.example.toml still in this config.
 
-        `intake run` refuses to start while this is non-empty. Flags responder Signal numbers
-        and Telegram ids used in the example, the example's bot Signal number, and the
-        example's Telegram token and webhook secret.
+        `intake run` refuses to start while this is non-empty. Flags responder and operator
+        Signal numbers and Telegram ids used in the example, the example's bot Signal number,
+        and the example's Telegram token and webhook secret.
 
         Returns:
             One message per placeholder: ``<file>:<line>: <key>: still the example value;
@@ -732,6 +1684,21 @@ class Config(_Model):
                     (
                         ("responders", index, "telegram"),
                         f"replace it with {responder.name}'s real numeric Telegram user id",
+                    )
+                )
+        for index, operator in enumerate(self.operators):
+            if operator.signal in EXAMPLE_SIGNAL_NUMBERS:
+                found.append(
+                    (
+                        ("operators", index, "signal"),
+                        f"replace it with {operator.name}'s real Signal number",
+                    )
+                )
+            if operator.telegram in EXAMPLE_TELEGRAM_IDS:
+                found.append(
+                    (
+                        ("operators", index, "telegram"),
+                        f"replace it with {operator.name}'s real numeric Telegram user id",
                     )
                 )
         if self.telegram.token in EXAMPLE_SECRETS:
@@ -1142,7 +2109,7 @@ def _raw_reference_problems(raw: Mapping[str, Any]) -> list[_Problem]:
                     if isinstance(notify, list):
                         entries.append((index, [n for n in notify if isinstance(n, str)]))
             tiers[tier] = entries
-    return _reference_problems(names, tiers)
+    return _reference_problems(names, tiers) + _rota_reference_problems(raw)
 
 
 _TOML_POSITION_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")

@@ -71,6 +71,14 @@ class OutboxSender:
         """The channels this sender delivers for."""
         return sorted(self._channels)
 
+    def add_channel(self, name: str, channel: Channel) -> None:
+        """Deliver for ``channel`` from now on (e.g. this instance became its leader)."""
+        self._channels[name] = channel
+
+    def remove_channel(self, name: str) -> None:
+        """Stop delivering for ``name``; its messages wait for whoever runs it next."""
+        self._channels.pop(name, None)
+
     async def pending(self) -> int:
         """Return how many messages are due now on this sender's channels."""
         async with self._store.transaction() as tx:

@@ -15,6 +15,7 @@ from bot.core.clock import Clock, SystemClock
 from bot.core.ports import ReceivingChannel
 from bot.errors import ChannelStartError
 from db.crypto import load_keyring
+from db.leader import Leadership, uses_lock
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,12 @@ def build_channels(
     return channels
 
 
+def needs_leader(config: Config, name: str) -> bool:
+    """Return True when only one instance may run channel ``name`` at a time: Signal's receive
+    is destructive, and Telegram allows a single poller (webhooks can land on any instance)."""
+    return name == "signal" or (name == "telegram" and config.telegram.mode == "polling")
+
+
 async def run_service(
     config: Config,
     *,
@@ -67,9 +74,11 @@ async def run_service(
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
     Start order: keys → database (migrated) → recovery of stored-but-unprocessed messages and
-    overdue escalations → tick and sender → channels. Stop order is the reverse: channels stop
-    receiving first (finishing and confirming the message in hand), then everything due is
-    sent, then the database closes.
+    overdue escalations → tick, watchdog and sender → channels. On PostgreSQL a channel that
+    only one instance may run starts when this instance wins its advisory lock, and another
+    instance takes over within seconds if this one dies. Stop order is the reverse: channels
+    stop receiving first (finishing and confirming the message in hand), then everything due
+    is sent, then the database closes.
     """
     keyring = load_keyring(config.keys.dir, os.environ)
     holder: list[App] = []
@@ -78,7 +87,8 @@ async def run_service(
         if holder:
             await holder[0].operator_alert(event)
 
-    channels = dict(channels) if channels is not None else build_channels(config, operator_alert)
+    given = channels
+    channels = dict(given) if given is not None else build_channels(config, operator_alert)
     app = await open_app(config, keyring, clock or SystemClock(), channels)
     holder.append(app)
     stop = stop or asyncio.Event()
@@ -86,12 +96,16 @@ async def run_service(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     started: list[ReceivingChannel] = []
+    leaderships: list[Leadership] = []
     try:
         recovered = await app.recover()
         fired = await app.tick()
         log.info("run.resumed recovered=%s fired=%s", recovered, fired)
         app.start_background()
         for name, channel in channels.items():
+            if needs_leader(config, name) and uses_lock(config.database.url):
+                leaderships.append(await _lead(app, config, name, channel, given, operator_alert))
+                continue
             await channel.start(app.receive)
             started.append(channel)
             log.info("run.channel_started channel=%s", name)
@@ -102,6 +116,8 @@ async def run_service(
     except ChannelStartError:
         raise
     finally:
+        for leadership in leaderships:
+            await leadership.stop()
         for channel in reversed(started):
             try:
                 await channel.stop()
@@ -114,6 +130,44 @@ async def run_service(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         await app.close()
+
+
+async def _lead(
+    app: App,
+    config: Config,
+    name: str,
+    first: ReceivingChannel,
+    given: Mapping[str, ReceivingChannel] | None,
+    operator_alert: Callable[[str], Awaitable[None]],
+) -> Leadership:
+    """Run channel ``name`` only while this instance holds its lock; a fresh channel object is
+    made for every term (a stopped client is never reused)."""
+    app.sender.remove_channel(name)
+    current: list[ReceivingChannel] = []
+    terms = 0
+
+    async def on_lead() -> None:
+        nonlocal terms
+        terms += 1
+        if terms == 1 or given is not None:
+            channel = first
+        else:
+            channel = build_channels(config, operator_alert)[name]
+        await channel.start(app.receive)
+        current.append(channel)
+        app.sender.add_channel(name, channel)
+        app.wake()
+        log.info("run.channel_leading channel=%s", name)
+
+    async def on_lose() -> None:
+        app.sender.remove_channel(name)
+        while current:
+            await current.pop().stop()
+        log.warning("run.channel_standby channel=%s", name)
+
+    leadership = Leadership(config.database.url, f"channel:{name}", on_lead, on_lose)
+    await leadership.start()
+    return leadership
 
 
 __all__ = ["App", "build_channels", "run_service", "startup_problems"]

@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATION_LOCK = 0x696E74616B65  # advisory lock key serialising migrations on PostgreSQL
 
 
 def alembic_config(url: str | None = None) -> AlembicConfig:
@@ -35,6 +36,10 @@ def head_revision() -> str:
 
 
 def _upgrade(connection: Any, config: AlembicConfig) -> None:
+    if connection.dialect.name == "postgresql":
+        # Several instances may start at once: one migrates, the others wait, then find the
+        # schema current. The lock ends with the transaction.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -23,6 +24,7 @@ from bot.config import (
     load_config,
     parse_duration,
 )
+from bot.paging.rota import next_handoffs, on_call
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
@@ -109,15 +111,33 @@ def test_example_loads_with_absolute_paths_under_its_directory(
     assert all(r.console for r in config.responders)
     assert tuple(config.paging) == TIERS
     critical = config.paging["critical"]
-    assert [s.wait for s in critical.steps] == [
-        timedelta(minutes=2),
-        timedelta(minutes=3),
-        timedelta(minutes=5),
+    assert [s.wait for s in critical.steps] == [timedelta(minutes=5)] * 4
+    assert [s.notify for s in critical.steps] == [
+        ("rota:primary",),
+        ("rota:backup",),
+        ("carol",),
+        ("rota-all:primary", "rota-all:backup", "carol"),
     ]
-    assert critical.steps[2].notify == ("alice", "bob", "carol")
-    assert critical.repeat == 1
-    assert config.paging["low"].steps[0].wait == timedelta(hours=8)
-    assert config.paging["low"].repeat == 0
+    assert critical.repeat == 2
+    assert critical.ack_timeout == timedelta(minutes=15)
+    assert critical.hours is None and critical.raise_after is None
+    assert [s.wait for s in config.paging["high"].steps] == [
+        timedelta(minutes=30),
+        timedelta(minutes=30),
+        timedelta(hours=1),
+    ]
+    medium = config.paging["medium"]
+    assert [s.notify for s in medium.steps][:2] == [("rota:primary",), ("rota:backup",)]
+    assert [s.wait for s in medium.steps][:2] == [timedelta(hours=1), timedelta(minutes=30)]
+    low = config.paging["low"]
+    assert str(low.hours) == "mon-fri 09:00-18:00 Europe/Berlin"
+    assert low.raise_after == timedelta(hours=24)
+    assert low.repeat == 0
+    assert [o.name for o in config.operators] == ["carol"]
+    assert [r.name for r in config.rotas] == ["primary", "backup"]
+    assert config.delivery.bundle_window == timedelta(seconds=30)
+    assert config.watchdog.interval == timedelta(seconds=30)
+    assert config.watchdog.stuck_after == timedelta(minutes=2)
 
 
 def test_example_values_flags_every_placeholder_with_its_line() -> None:
@@ -174,8 +194,12 @@ def test_line_of_on_the_example() -> None:
     assert _line_of(text, ("responders", 2, "name")) == line_no(text, 'name = "carol"')
     assert _line_of(text, ("responders", 1, "telegram")) == line_no(text, "telegram = 1234")
     critical_step = ("paging", "critical", "steps", 1)
-    assert _line_of(text, critical_step) == line_no(text, '{ notify = ["bob"], wait = "3m" }')
-    assert _line_of(text, (*critical_step, "wait")) == line_no(text, 'wait = "3m"')
+    step_line = line_no(text, '{ notify = ["rota:backup"], wait = "5m" }')
+    assert _line_of(text, critical_step) == step_line
+    assert _line_of(text, (*critical_step, "wait")) == step_line
+    assert _line_of(text, ("rotas", 1, "zone")) == line_no(text, 'zone = "Europe/Berlin"', 1)
+    assert _line_of(text, ("overrides", 0, "end")) == line_no(text, 'end = "2026-12-26 09:00"')
+    assert _line_of(text, ("operators", 0)) == line_no(text, "[[operators]]")
     assert _line_of(text, ("paging", "high", "repeat")) == line_no(text, "repeat = ", 1)
     # A missing key points at its table's header; an unknown table at nothing.
     assert _line_of(text, ("limits", "nope")) == line_no(text, "[limits]")
@@ -578,3 +602,576 @@ def test_parse_then_format_is_canonical(parts: tuple[int, int, int, int], pad: s
     canonical = format_duration(td)
     assert parse_duration(canonical) == td
     assert format_duration(parse_duration(canonical)) == canonical
+
+
+# --------------------------------------------------------------------------- rotas, overrides
+
+
+ROTA = """
+[[rotas]]
+name = "primary"
+members = ["alice", "bob"]
+zone = "Europe/Berlin"
+handoff = "09:00"
+"""
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def berlin(*args: int) -> datetime:
+    """An aware Berlin wall time (first occurrence)."""
+    return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc]
+
+
+def load_text(tmp_path: Path, text: str) -> Config:
+    """Load a config that must be valid."""
+    return load_config(write(tmp_path, text), env={})
+
+
+def only_problem(tmp_path: Path, text: str) -> tuple[Path, str]:
+    """Load a config that must fail with exactly one problem; return its path and problem."""
+    path = write(tmp_path, text)
+    problems = problems_of(path)
+    assert len(problems) == 1, problems
+    return path, problems[0]
+
+
+def test_example_rotas_resolve_with_their_override() -> None:
+    """The example's rotas alternate alice and bob at 09:00 Berlin; carol covers alice over
+    Christmas; policy targets resolve to the people on call at that moment."""
+    config = load_config(EXAMPLE, env={})
+    primary = config.rota("primary")
+    backup = config.rota("BACKUP")
+    assert primary is not None and backup is not None
+    assert config.rota("nope") is None
+    assert primary.zone == "Europe/Berlin" and primary.shift == "daily"
+    assert on_call(primary, berlin(2026, 1, 5, 9)) == ("alice",)
+    assert on_call(primary, berlin(2026, 1, 6, 8, 59)) == ("alice",)
+    assert on_call(primary, berlin(2026, 1, 6, 9)) == ("bob",)
+    assert on_call(backup, berlin(2026, 1, 5, 9)) == ("bob",)
+    # 2026-12-25 is alice's day on primary; carol replaces her 12-24 18:00 to 12-26 09:00.
+    assert [
+        (t.astimezone(BERLIN), names)
+        for t, names in next_handoffs(primary, berlin(2026, 12, 24, 12), 2)
+    ] == [
+        (berlin(2026, 12, 25, 9), ("carol",)),
+        (berlin(2026, 12, 26, 9), ("bob",)),
+    ]
+    christmas = berlin(2026, 12, 25, 12)
+    steps = config.paging["critical"].steps
+    assert config.resolve_targets(steps[0].notify, christmas) == ("carol",)
+    assert config.resolve_targets(steps[1].notify, christmas) == ("bob",)
+    assert config.resolve_targets(steps[3].notify, christmas) == ("alice", "bob", "carol")
+    assert config.resolve_targets(steps[0].notify, berlin(2026, 1, 5, 10)) == ("alice",)
+
+
+def test_example_round_trips_through_json() -> None:
+    """Every new key (rotas, overrides, operators, hours, durations) survives JSON."""
+    config = load_config(EXAMPLE, env={})
+    dumped = config.model_dump_json()
+    assert '"hours":"mon-fri 09:00-18:00 Europe/Berlin"' in dumped
+    assert '"handoff":"09:00"' in dumped and '"start":"2026-12-24 18:00"' in dumped
+    assert Config.model_validate_json(dumped) == config
+
+
+def test_rota_defaults_and_shapes(tmp_path: Path) -> None:
+    """Defaults: daily, every day, starting 2026-01-05; weekly defaults to start's weekday;
+    limited days start on the first listed day on or after 2026-01-05."""
+    text = (
+        BASE
+        + ROTA
+        + (
+            '\n[[rotas]]\nname = "weekly"\nmembers = ["alice", "bob"]\nzone = "America/Bogota"\n'
+            'handoff = "08:30"\nshift = "weekly"\nstart = 2026-01-07\n'
+            '\n[[rotas]]\nname = "thursdays"\nmembers = ["bob", "alice"]\nzone = "Asia/Kabul"\n'
+            'handoff = "18:00"\ndays = ["THU", "mon"]\n'
+            '\n[[rotas]]\nname = "halves"\nmembers = ["alice", "bob"]\nzone = "UTC"\n'
+            'handoff = "06:00"\nshift = "12h"\n'
+        )
+    )
+    config = load_text(tmp_path, text)
+    primary, weekly, thursdays, halves = config.rotas
+    assert primary.shift == "daily" and primary.days is None and primary.start is None
+    assert primary.first_day == date(2026, 1, 5)
+    assert weekly.weekdays == {2} and weekly.first_day == date(2026, 1, 7)
+    assert thursdays.days == ("mon", "thu") and thursdays.first_day == date(2026, 1, 5)
+    assert halves.shift == timedelta(hours=12)
+    built = config.rota("weekly")
+    assert built is not None and built.days == {2}
+    assert built.start == datetime(2026, 1, 7, 13, 30, tzinfo=UTC)
+    kabul = config.rota("thursdays")
+    assert kabul is not None
+    assert kabul.start == datetime(2026, 1, 5, 13, 30, tzinfo=UTC)
+    twelve = config.rota("halves")
+    assert twelve is not None
+    assert on_call(twelve, datetime(2026, 1, 5, 18, tzinfo=UTC)) == ("bob",)
+
+
+def test_rota_names_are_case_insensitive_and_use_configured_spellings(tmp_path: Path) -> None:
+    """Members and targets may use any case; built rotas use the responders' spellings."""
+    text = BASE.replace('notify = ["alice"], wait = "2m"', 'notify = ["ROTA:Primary"], wait = "2m"')
+    text += ROTA.replace('["alice", "bob"]', '["ALICE", "Bob"]')
+    config = load_text(tmp_path, text)
+    rota = config.rota("primary")
+    assert rota is not None and rota.members == ("alice", "bob")
+    at = berlin(2026, 1, 5, 10)
+    assert config.resolve_targets(["ROTA:Primary", "Alice", "stranger"], at) == (
+        "alice",
+        "stranger",
+    )
+    with pytest.raises(ValueError, match="aware"):
+        config.resolve_targets(["alice"], datetime(2026, 1, 5, 10))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "message"),
+    [
+        (
+            'zone = "Europe/Berlin"',
+            'zone = "Europe/Berln"',
+            "rotas[0].zone",
+            'unknown time zone "Europe/Berln"; did you mean "Europe/Berlin"?',
+        ),
+        (
+            'zone = "Europe/Berlin"',
+            'zone = "berlin"',
+            "rotas[0].zone",
+            'unknown time zone "berlin"; did you mean "Europe/Berlin"?',
+        ),
+        (
+            'zone = "Europe/Berlin"',
+            'zone = "localtime"',
+            "rotas[0].zone",
+            'unknown time zone "localtime"',
+        ),
+        (
+            'zone = "Europe/Berlin"',
+            'zone = "Nowhere/Atall"',
+            "rotas[0].zone",
+            'unknown time zone "Nowhere/Atall"; use an IANA name like "Europe/Berlin"',
+        ),
+        (
+            '["alice", "bob"]',
+            '["alice", "zed"]',
+            "rotas[0].members",
+            "unknown responder 'zed'; known: alice, bob",
+        ),
+        ('["alice", "bob"]', "[]", "rotas[0].members", "must not be empty"),
+        (
+            'name = "primary"',
+            'name = "Primary Team"',
+            "rotas[0].name",
+            'must be a short lowercase name like "primary"',
+        ),
+        (
+            'handoff = "09:00"',
+            'handoff = "9am"',
+            "rotas[0].handoff",
+            'expected a local time "HH:MM" like "09:00", got "9am"',
+        ),
+        (
+            'handoff = "09:00"',
+            'handoff = "24:00"',
+            "rotas[0].handoff",
+            'expected a local time "HH:MM" like "09:00", got "24:00"',
+        ),
+        (
+            'handoff = "09:00"',
+            'handoff = "09:00"\ndays = ["mon", "tues"]',
+            "rotas[0].days[1]",
+            'expected a weekday, one of "mon", "tue", "wed", "thu", "fri", "sat", "sun"; '
+            'got "tues"',
+        ),
+        (
+            'handoff = "09:00"',
+            'handoff = "09:00"\ndays = ["mon", "Mon"]',
+            "rotas[0].days[1]",
+            '"mon" is already listed at days[0]',
+        ),
+        ('handoff = "09:00"', 'handoff = "09:00"\ndays = []', "rotas[0].days", "must not be empty"),
+        (
+            'handoff = "09:00"',
+            'handoff = "09:00"\nshift = "dialy"',
+            "rotas[0].shift",
+            'expected "daily", "weekly" or a duration like "12h", got "dialy"',
+        ),
+        (
+            'handoff = "09:00"',
+            'handoff = "09:00"\nshift = "30m"',
+            "rotas[0].shift",
+            'must be at least "1h", got "30m"',
+        ),
+        (
+            'handoff = "09:00"',
+            'handoff = "09:00"\nshift = "weekly"\ndays = ["mon", "thu"]',
+            "rotas[0].days",
+            'a weekly rota hands off once a week: give the one hand-off day, e.g. days = ["mon"]',
+        ),
+        (
+            'handoff = "09:00"',
+            'handoff = "09:00"\nshift = "12h"\ndays = ["mon"]',
+            "rotas[0].days",
+            'only daily and weekly rotas hand off on chosen days; with shift = "12h"',
+        ),
+        (
+            'handoff = "09:00"',
+            'handoff = "09:00"\ndays = ["mon", "thu"]\nstart = "2026-01-06"',
+            "rotas[0].start",
+            "2026-01-06 is a tue, but this rota hands off only on mon, thu; start on one of "
+            "those days",
+        ),
+        (
+            'handoff = "09:00"',
+            'handoff = "09:00"\nshift = "weekly"\ndays = ["fri"]\nstart = "2026-01-05"',
+            "rotas[0].start",
+            "2026-01-05 is a mon, but this rota hands off only on fri",
+        ),
+        (
+            'handoff = "09:00"',
+            'handoff = "09:00"\nstart = "2026-02-30"',
+            "rotas[0].start",
+            'expected a date "YYYY-MM-DD" like "2026-01-05", got "2026-02-30"',
+        ),
+        (
+            'handoff = "09:00"',
+            'handoff = "09:00"\nmember = "x"',
+            "rotas[0].member",
+            "unknown key; did you mean 'members'?",
+        ),
+    ],
+)
+def test_rota_errors(tmp_path: Path, old: str, new: str, key: str, message: str) -> None:
+    """Each rota mistake is one problem naming the file, the line and the key."""
+    text = BASE + ROTA.replace(old, new, 1)
+    path, problem = only_problem(tmp_path, text)
+    line = line_no(text, new.splitlines()[-1])
+    assert problem.startswith(f"{path}:{line}: {key}: {message}"), problem
+
+
+def test_missing_rota_keys_point_at_the_table(tmp_path: Path) -> None:
+    """A rota without zone or handoff is reported at its [[rotas]] header."""
+    text = BASE + '\n[[rotas]]\nname = "primary"\nmembers = ["alice"]\n'
+    path = write(tmp_path, text)
+    problems = problems_of(path)
+    line = line_no(text, "[[rotas]]")
+    assert_problem(problems, f"{path}:{line}: rotas[0].zone: required key is missing")
+    assert_problem(problems, f"{path}:{line}: rotas[0].handoff: required key is missing")
+    assert len(problems) == 2
+
+
+def test_duplicate_rota_name(tmp_path: Path) -> None:
+    """Rota names are unique."""
+    text = BASE + ROTA + ROTA.replace('["alice", "bob"]', '["bob"]')
+    path, problem = only_problem(tmp_path, text)
+    line = line_no(text, 'name = "primary"', 1)
+    assert problem == f"{path}:{line}: rotas[1].name: 'primary' is already used by rotas[0]"
+
+
+OVERRIDE = """
+[[overrides]]
+rota = "primary"
+responder = "bob"
+replaces = "alice"
+start = "2026-12-24 18:00"
+end = "2026-12-26 09:00"
+"""
+
+
+def test_override_in_its_own_zone(tmp_path: Path) -> None:
+    """An override's zone, when given, is the zone of its start and end."""
+    text = BASE + ROTA + OVERRIDE.replace('end = "2026-12-26 09:00"', 'end = "2026-12-26 03:00"')
+    text += 'zone = "America/Bogota"\n'
+    rota = load_text(tmp_path, text).rota("primary")
+    assert rota is not None
+    [override] = rota.overrides
+    assert override.start == datetime(2026, 12, 24, 23, tzinfo=UTC)
+    assert override.end == datetime(2026, 12, 26, 8, tzinfo=UTC)
+    assert (override.responder, override.replaces) == ("bob", "alice")
+
+
+def test_override_with_toml_datetimes_and_added_cover(tmp_path: Path) -> None:
+    """TOML local date-times work too; without replaces the responder is added."""
+    text = BASE + ROTA + OVERRIDE.replace('replaces = "alice"\n', "")
+    text = text.replace('"2026-12-24 18:00"', "2026-12-24T18:00:00")
+    rota = load_text(tmp_path, text).rota("primary")
+    assert rota is not None
+    assert rota.overrides[0].replaces is None
+    assert on_call(rota, berlin(2026, 12, 25, 12)) == ("alice", "bob")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "message"),
+    [
+        (
+            'rota = "primary"',
+            'rota = "primry"',
+            "overrides[0].rota",
+            "unknown rota 'primry'; known: primary",
+        ),
+        (
+            'responder = "bob"',
+            'responder = "zed"',
+            "overrides[0].responder",
+            "unknown responder 'zed'; known: alice, bob",
+        ),
+        (
+            'replaces = "alice"',
+            'replaces = "zed"',
+            "overrides[0].replaces",
+            "unknown responder 'zed'; known: alice, bob",
+        ),
+        (
+            'replaces = "alice"',
+            'replaces = "bob"',
+            "overrides[0].replaces",
+            "'bob' cannot replace themself",
+        ),
+        (
+            'end = "2026-12-26 09:00"',
+            'end = "2026-12-24 17:00"',
+            "overrides[0].end",
+            "must be after start (2026-12-24 18:00 Europe/Berlin), got 2026-12-24 17:00",
+        ),
+        (
+            'start = "2026-12-24 18:00"',
+            'start = "24.12.2026 18:00"',
+            "overrides[0].start",
+            'expected a local date and time "YYYY-MM-DD HH:MM" like "2026-12-24 18:00", '
+            'got "24.12.2026 18:00"',
+        ),
+        (
+            'start = "2026-12-24 18:00"',
+            "start = 2026-12-24T18:00:00+01:00",
+            "overrides[0].start",
+            'write a local time without an offset, like "2026-12-24 18:00", and set zone if '
+            "it is not the rota's zone",
+        ),
+        (
+            'end = "2026-12-26 09:00"',
+            'end = "2026-12-26 09:00"\nzone = "Europe/Paaris"',
+            "overrides[0].zone",
+            'unknown time zone "Europe/Paaris"; did you mean "Europe/Paris"?',
+        ),
+    ],
+)
+def test_override_errors(tmp_path: Path, old: str, new: str, key: str, message: str) -> None:
+    """Each override mistake is one problem naming the file, the line and the key."""
+    text = BASE + ROTA + OVERRIDE.replace(old, new)
+    path, problem = only_problem(tmp_path, text)
+    line = line_no(text, new.splitlines()[-1])
+    assert problem == f"{path}:{line}: {key}: {message}"
+
+
+def test_override_replacing_a_non_member(tmp_path: Path) -> None:
+    """Replacing someone who is not in the rota would never apply: an error."""
+    text = BASE + ROTA.replace('["alice", "bob"]', '["alice"]') + OVERRIDE
+    text = text.replace(
+        'responder = "bob"\nreplaces = "alice"', 'responder = "alice"\nreplaces = "bob"'
+    )
+    path, problem = only_problem(tmp_path, text)
+    line = line_no(text, 'replaces = "bob"')
+    assert problem == (
+        f"{path}:{line}: overrides[0].replaces: 'bob' is not a member of rota 'primary' "
+        "(members: alice), so this override would never apply"
+    )
+
+
+def test_overlapping_replacements_are_refused(tmp_path: Path) -> None:
+    """Two overrides replacing the same member at once are ambiguous; back to back is fine."""
+    second = OVERRIDE.replace('"2026-12-24 18:00"', '"2026-12-26 08:00"').replace(
+        '"2026-12-26 09:00"', '"2026-12-27 09:00"'
+    )
+    text = BASE + ROTA + OVERRIDE + second
+    path, problem = only_problem(tmp_path, text)
+    line = line_no(text, "[[overrides]]", 1)
+    assert problem == (
+        f"{path}:{line}: overrides[1]: overlaps overrides[0], which also replaces 'alice' on "
+        "rota 'primary'; make them follow each other"
+    )
+    touching = second.replace('"2026-12-26 08:00"', '"2026-12-26 09:00"')
+    assert len(load_text(tmp_path, BASE + ROTA + OVERRIDE + touching).overrides) == 2
+
+
+# --------------------------------------------------------------------------- targets, tiers
+
+
+def test_unknown_rota_target(tmp_path: Path) -> None:
+    """A rota target naming an unknown rota is an error listing the known rotas."""
+    text = BASE.replace('notify = ["alice"], wait = "2m"', 'notify = ["rota:x"], wait = "2m"')
+    path, problem = only_problem(tmp_path, text + ROTA)
+    line = line_no(text, '"rota:x"')
+    assert problem == (
+        f"{path}:{line}: paging.critical.steps[0].notify: unknown rota 'x'; known: primary"
+    )
+    text = BASE.replace('notify = ["bob"], wait = "3m"', 'notify = ["rota-all:y"], wait = "3m"')
+    path, problem = only_problem(tmp_path, text)
+    line = line_no(text, '"rota-all:y"')
+    assert problem == (
+        f"{path}:{line}: paging.critical.steps[1].notify: unknown rota 'y'; "
+        "no [[rotas]] are configured"
+    )
+
+
+def test_unknown_target_kind(tmp_path: Path) -> None:
+    """A target with another prefix says which forms exist."""
+    text = BASE.replace('notify = ["alice"], wait = "2m"', 'notify = ["team:x"], wait = "2m"')
+    path, problem = only_problem(tmp_path, text)
+    assert problem == (
+        f"{path}:{line_no(text, 'team:x')}: paging.critical.steps[0].notify: unknown target "
+        """'team:x'; write a responder name, "rota:NAME" or "rota-all:NAME\""""
+    )
+
+
+def test_policy_options(tmp_path: Path) -> None:
+    """ack_timeout, hours and raise_after parse; defaults are None."""
+    text = BASE.replace("repeat = 1", 'repeat = 1\nack_timeout = "15m"').replace(
+        'steps = [{ notify = ["bob"], wait = "8h" }]',
+        'steps = [{ notify = ["bob"], wait = "8h" }]\n'
+        'hours = "mon-fri 09:00-18:00 America/New_York"\nraise_after = "1d"',
+    )
+    config = load_text(tmp_path, text)
+    assert config.paging["critical"].ack_timeout == timedelta(minutes=15)
+    low = config.paging["low"]
+    assert low.raise_after == timedelta(days=1)
+    assert low.hours is not None and low.hours.zone == "America/New_York"
+    assert low.hours.is_open(datetime(2026, 3, 9, 13, 30, tzinfo=UTC))  # 09:30 EDT
+    assert config.paging["high"].ack_timeout is None and config.paging["high"].hours is None
+    assert Config.model_validate_json(config.model_dump_json()) == config
+
+
+@pytest.mark.parametrize(
+    ("tier_line", "addition", "key", "message"),
+    [
+        (
+            "repeat = 1",
+            'hours = "mon-fri 09:00-18:00 Europe/Berlin"',
+            "paging.critical.hours",
+            "critical pages go out at any hour; business hours may only be set on medium and low",
+        ),
+        (
+            "repeat = 1",
+            'raise_after = "1h"',
+            "paging.critical.raise_after",
+            "critical is the most urgent tier already",
+        ),
+        (
+            "repeat = 1",
+            'ack_timeout = "15 minutes"',
+            "paging.critical.ack_timeout",
+            'invalid duration "15 minutes"',
+        ),
+        (
+            'steps = [{ notify = ["bob"], wait = "8h" }]',
+            'hours = "weekdays 09:00-18:00 Europe/Berlin"',
+            "paging.low.hours",
+            'unknown day "weekdays"',
+        ),
+        (
+            'steps = [{ notify = ["bob"], wait = "8h" }]',
+            'hours = "mon-fri 09:00-18:00 CET+1"',
+            "paging.low.hours",
+            'unknown time zone "CET+1"',
+        ),
+        (
+            'steps = [{ notify = ["alice"], wait = "10m" }]',
+            'hours = "mon-fri 09:00-18:00 UTC"',
+            "paging.high.hours",
+            "high pages go out at any hour",
+        ),
+    ],
+)
+def test_policy_option_errors(
+    tmp_path: Path, tier_line: str, addition: str, key: str, message: str
+) -> None:
+    """Tier options are checked, and urgent tiers cannot be held back by business hours."""
+    text = BASE.replace(tier_line, f"{tier_line}\n{addition}", 1)
+    path, problem = only_problem(tmp_path, text)
+    assert problem.startswith(f"{path}:{line_no(text, addition)}: {key}: {message}"), problem
+
+
+def test_delivery_and_watchdog(tmp_path: Path) -> None:
+    """[delivery] and [watchdog] have defaults and check their durations."""
+    config = load_text(tmp_path, BASE)
+    assert config.delivery.bundle_window == timedelta(seconds=30)
+    assert (config.watchdog.interval, config.watchdog.stuck_after) == (
+        timedelta(seconds=30),
+        timedelta(minutes=2),
+    )
+    text = '[delivery]\nbundle_window = "10m"\n[watchdog]\ninterval = "5m"\n' + BASE
+    path = write(tmp_path, text)
+    problems = problems_of(path)
+    assert_problem(problems, f'{path}:2: delivery.bundle_window: must be at most "5m"')
+    assert_problem(
+        problems, f'{path}:4: watchdog.interval: must be at most stuck_after ("2m"), got "5m"'
+    )
+    assert len(problems) == 2
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def test_operators_are_optional_but_run_needs_a_reachable_one(tmp_path: Path) -> None:
+    """No operators loads; operator_problems names the file and the missing table."""
+    config = load_text(tmp_path, BASE)
+    assert config.operators == ()
+    [problem] = config.operator_problems()
+    assert problem.startswith(f"{config.source}: no [[operators]] table: add at least one")
+
+
+def test_operator_problems_need_an_address_on_an_enabled_channel(tmp_path: Path) -> None:
+    """A console-only operator cannot be paged by `intake run`; a Signal one with Signal
+    enabled can. An operator may share a responder's name."""
+    text = BASE + '\n[[operators]]\nname = "alice"\nconsole = true\n'
+    config = load_text(tmp_path, text)
+    [problem] = config.operator_problems()
+    line = line_no(text, "[[operators]]")
+    assert problem.startswith(
+        f"{config.source}:{line}: operators: no operator can be paged by `intake run`"
+    )
+    text = '[signal]\nenabled = true\nnumber = "+4915112345678"\n' + BASE
+    text += '\n[[operators]]\nname = "alice"\nsignal = "+4915187654321"\n'
+    assert load_text(tmp_path, text).operator_problems() == []
+
+
+def test_operator_errors(tmp_path: Path) -> None:
+    """Operators are checked like responders: an address, unique names."""
+    text = BASE + '\n[[operators]]\nname = "ops"\n\n[[operators]]\nname = "OPS"\nconsole = true\n'
+    path = write(tmp_path, text)
+    problems = problems_of(path)
+    assert_problem(
+        problems, f"{path}:{line_no(text, '[[operators]]')}: operators[0]: give at least one"
+    )
+    line = line_no(text, 'name = "OPS"')
+    assert_problem(
+        problems, f"{path}:{line}: operators[1].name: 'OPS' is already used by operators[0]"
+    )
+
+
+def test_example_values_flag_operator_placeholders(tmp_path: Path) -> None:
+    """An operator still carrying the example's Signal number is flagged."""
+    text = BASE + '\n[[operators]]\nname = "carol"\nsignal = "+491701234567"\n'
+    config = load_text(tmp_path, text)
+    [flagged] = config.example_values()
+    line = line_no(text, 'signal = "+491701234567"')
+    assert flagged.startswith(f"{config.source}:{line}: operators[0].signal: still the example")
+
+
+def test_rota_problems_are_reported_with_other_errors(tmp_path: Path) -> None:
+    """When other keys are invalid too, rota references are still all reported at once."""
+    text = (
+        '[limits]\nmax_message_chars = "x"\n'
+        + BASE.replace('notify = ["alice"], wait = "2m"', 'notify = ["rota:nope"], wait = "2m"')
+        + ROTA.replace('["alice", "bob"]', '["alice", "zed"]')
+        + OVERRIDE.replace('rota = "primary"', 'rota = "other"')
+    )
+    path = write(tmp_path, text)
+    problems = problems_of(path)
+    keys = sorted(re.sub(r"^[^:]*:\d+: ([^:]*):.*$", r"\1", problem) for problem in problems)
+    assert keys == sorted(
+        [
+            "limits.max_message_chars",
+            "paging.critical.steps[0].notify",
+            "rotas[0].members",
+            "overrides[0].rota",
+        ]
+    )
