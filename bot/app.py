@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from bot.core.ports import Channel
 from bot.core.records import OutboxItem
 from bot.outbox import LEASE, OutboxSender
 from bot.paging.directory import Directory, ResponderEntry
+from bot.paging.oncall import report as oncall_report
 from bot.paging.service import PagingService
 from bot.paging.watchdog import OperatorAlerts, Problem, check
 from bot.triage.rules import RuleSet, load_rules
@@ -324,6 +326,8 @@ async def open_app(
         defender_text=texts.defender_text,
         default_language=config.flows.language,
         alerts=alerts,
+        resolve=config.resolve_targets,
+        oncall=functools.partial(oncall_report, config),
     )
     conversations = ConversationService(
         flows,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import click
 from bot.app import PROJECT_ROOT, flows_dir, load_flow_data
 from bot.config import Config, ConfigError, load_config
 from bot.conversation.loader import FlowError
+from bot.errors import IntakeError
 from bot.observability import setup_logging
 from db.base import DatabaseInUse
 from db.crypto import CryptoError, create_keyring, load_keyring, rotate_kek
@@ -45,6 +47,16 @@ def _run(coroutine: Any) -> Any:
         return asyncio.run(coroutine)
     except (FlowError, CryptoError, DatabaseInUse) as exc:
         raise click.ClickException(str(exc)) from None
+    except (KeyboardInterrupt, click.ClickException, IntakeError):
+        raise
+    except Exception as exc:
+        # Never a traceback on the terminal (it could quote data): the log gets the type and
+        # the frames through the redaction filter; the operator gets a clear sentence.
+        logging.getLogger("bot.cli").exception("cli.failed")
+        raise click.ClickException(
+            f"unexpected error ({type(exc).__name__}); everything already received is stored "
+            "and will be processed at the next start. The log above names where it happened."
+        ) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,7 +123,6 @@ def run(config_path: Path | None, log_level: str) -> None:
     Stops cleanly on SIGINT or SIGTERM. Refuses the example's placeholder values and
     development keys: real cases need real keys (`intake keys init`) and real addresses.
     """
-    from bot.errors import IntakeError
     from bot.run import run_service, startup_problems
 
     config = _load(config_path, default_example=False)
@@ -207,6 +218,33 @@ def format_case_log(ref: str, events: list[tuple[datetime, str, str, str | None]
     for at, event, actor, detail in events:
         lines.append(f"{at:%Y-%m-%d %H:%M:%S} {actor:<12} {event:<28} {detail or ''}".rstrip())
     return lines
+
+
+@main.command()
+@config_option
+@click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help='An instant such as "2026-12-24 18:00" (UTC) or with an offset '
+    '("2026-12-24T18:00+01:00"); default: now.',
+)
+def oncall(config_path: Path | None, at: str | None) -> None:
+    """Print who is on call on each rota now (or at TIME), the next hand-offs, and whom each
+    tier's first step pages."""
+    from bot.paging.oncall import report
+
+    config = _load(config_path, default_example=True)
+    moment = datetime.now(UTC)
+    if at:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            raise click.BadParameter(
+                f"{at!r} is not a time like 2026-12-24 18:00", param_hint="--at"
+            ) from None
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    click.echo(report(config, moment))
 
 
 @main.group()

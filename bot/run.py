@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def startup_problems(config: Config, env: Mapping[str, str]) -> list[str]:
     """Return every reason ``intake run`` must refuse to start (empty when it may start):
     example values left in the config, development or missing keys, no channel enabled."""
-    problems = config.example_values()
+    problems = config.example_values() + config.operator_problems()
     try:
         keyring = load_keyring(config.keys.dir, env)
         if keyring.development:

@@ -70,22 +70,35 @@ def following(policy: LadderPolicy, position: Position) -> Position | None:
     return None
 
 
+Resolve = Callable[[Sequence[str], datetime], Sequence[str]]
+
+
+def by_name(notify: Sequence[str], at: datetime) -> Sequence[str]:
+    """The trivial resolver: every target is a responder's name."""
+    return notify
+
+
 def enter(
     policy: LadderPolicy,
     position: Position | None,
     reachable: Callable[[str], bool],
     due_from: datetime,
+    resolve: Resolve = by_name,
 ) -> Decision:
     """Decide the pages for entering ``position`` at time ``due_from``.
 
-    Steps whose responders are all unreachable are passed over without waiting. ``due_from``
-    is when this step became due (not when we noticed), so that a restart after downtime makes
-    every overdue step fire once, in order, instead of starting the ladder's clock again.
+    ``resolve`` turns a step's targets (names, ``rota:NAME``, ``rota-all:NAME``) into
+    responder names at the moment the step fires, so a hand-off between steps is respected.
+    Steps whose responders are all unreachable (or where nobody is on call) are passed over
+    without waiting. ``due_from`` is when this step became due (not when we noticed), so that
+    a restart after downtime makes every overdue step fire once, in order, instead of starting
+    the ladder's clock again.
     """
     skipped: list[Position] = []
     while position is not None:
         rung = policy.steps[position.step]
-        names = tuple(dict.fromkeys(name for name in rung.notify if reachable(name)))
+        targets = resolve(rung.notify, due_from)
+        names = tuple(dict.fromkeys(name for name in targets if reachable(name)))
         if names:
             return Decision(
                 pages=tuple(Page(name, position) for name in names),
@@ -102,9 +115,14 @@ def enter(
     )
 
 
-def start(policy: LadderPolicy, reachable: Callable[[str], bool], now: datetime) -> Decision:
+def start(
+    policy: LadderPolicy,
+    reachable: Callable[[str], bool],
+    now: datetime,
+    resolve: Resolve = by_name,
+) -> Decision:
     """Decide the first pages of a new case."""
-    return enter(policy, Position(0, 0), reachable, now)
+    return enter(policy, Position(0, 0), reachable, now, resolve)
 
 
 def advance(
@@ -112,6 +130,7 @@ def advance(
     position: Position,
     due_at: datetime,
     reachable: Callable[[str], bool],
+    resolve: Resolve = by_name,
 ) -> Decision:
     """Decide what happens when the wait at ``position`` (due at ``due_at``) ran out unacked."""
-    return enter(policy, following(policy, position), reachable, due_at)
+    return enter(policy, following(policy, position), reachable, due_at, resolve)

@@ -35,6 +35,7 @@ RESPONDER_HELP = (
     "tier REF critical|high|medium|low [why] — change the urgency\n"
     "resolve REF [note] — close the case\n"
     "cases — list open cases\n"
+    "oncall — who is on call now, and the next hand-offs\n"
     "help — this list"
 )
 TIERS = ("critical", "high", "medium", "low")
@@ -88,8 +89,12 @@ class PagingService:
         defender_text: Callable[[str, str, str], str],
         default_language: str,
         alerts: OperatorAlerts | None = None,
+        resolve: escalation.Resolve = escalation.by_name,
+        oncall: Callable[[datetime], str] | None = None,
     ) -> None:
+        self._oncall = oncall
         self.alerts = alerts
+        self._targets = resolve
         self.directory = directory
         self._policies = policies
         self._describe = describe
@@ -102,7 +107,9 @@ class PagingService:
     async def start(self, tx: Transaction, case: CaseView, now: datetime) -> None:
         """Start the escalation of a new case: queue the first step's pages and store the
         next due time, in the caller's transaction."""
-        decision = escalation.start(self._policies[case.tier], self.directory.reachable, now)
+        decision = escalation.start(
+            self._policies[case.tier], self.directory.reachable, now, self._targets
+        )
         await self._apply(tx, case, decision, now)
 
     async def tick(self, tx: Transaction, now: datetime, limit: int = 50) -> int:
@@ -124,6 +131,7 @@ class PagingService:
                     escalation.Position(state.loop, state.step),
                     state.next_due_at,
                     self.directory.reachable,
+                    self._targets,
                 )
                 await self._apply(tx, case, decision, now)
                 fired += 1
@@ -320,6 +328,8 @@ class PagingService:
                 answer(await self._retier(tx, responder, case, rest, now))
         elif verb == "cases":
             answer(await self._cases(tx, now))
+        elif verb == "oncall":
+            answer(self._oncall(now) if self._oncall else "No rotas are configured.")
         elif verb in {"help", "/help", "/start", "?"}:
             answer(RESPONDER_HELP)
         elif not words:
@@ -359,11 +369,15 @@ class PagingService:
         policy = self._policies[case.tier]
         position = escalation.Position(state.loop, state.step)
         if state.state == "active":
-            decision = escalation.advance(policy, position, now, self.directory.reachable)
+            decision = escalation.advance(
+                policy, position, now, self.directory.reachable, self._targets
+            )
             await self._apply(tx, case, decision, now)
         else:
             following = escalation.following(policy, position) or escalation.Position(0, 0)
-            decision = escalation.enter(policy, following, self.directory.reachable, now)
+            decision = escalation.enter(
+                policy, following, self.directory.reachable, now, self._targets
+            )
             await self._send_pages(tx, case, decision, now, note=f"{responder} asks for help.")
         await tx.log("case.escalated", now, case_id=case.id, actor=responder)
         names = ", ".join(p.responder for p in decision.pages) or "nobody reachable"

@@ -214,3 +214,23 @@ def test_keys_init_makes_private_production_keys(tmp_path: Path) -> None:
     assert (tmp_path / "k" / "keyring.json").stat().st_mode & 0o777 == 0o600
     second = run(["keys", "init", "--dir", str(tmp_path / "k")])
     assert second.returncode == 1 and "Traceback" not in second.stderr
+
+
+def test_oncall_prints_each_rota_and_the_next_handoffs() -> None:
+    """`intake oncall --at` on the example shows the Christmas override and each tier's first
+    page; a malformed time is refused with a clear message."""
+    result = run(["oncall", "--at", "2026-12-25 12:00"])
+    assert result.returncode == 0, result.stderr
+    assert "primary: carol" in result.stdout  # carol covers alice over Christmas
+    assert "critical: carol" in result.stdout
+    bad = run(["oncall", "--at", "tomorrow-ish"])
+    assert bad.returncode == 2 and "is not a time like" in bad.stderr
+
+
+def test_an_unreadable_database_gives_a_sentence_not_a_traceback(tmp_path: Path) -> None:
+    """If the database file is not a database, the shell says what happened in one sentence."""
+    (tmp_path / "intake.db").write_bytes(b"this is not a database" * 100)
+    result = run(["shell", "-c", str(write_config(tmp_path))], "hello\n")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "unexpected error (DatabaseError)" in result.stderr

@@ -42,6 +42,10 @@ number = "{account}"
 receive = "poll"
 disappearing = "1d"
 
+[[operators]]
+name = "alice"
+signal = "{alice}"
+
 [[responders]]
 name = "alice"
 signal = "{alice}"
