@@ -443,14 +443,18 @@ class Transaction:
         return None if row is None else self._escalation_view(row)
 
     async def escalations_due(self, now: datetime, limit: int = 100) -> list[EscalationView]:
-        """Return active escalations whose next step is due, most overdue first.
+        """Return escalations whose next step is due — active ones whose wait ran out, and
+        acked ones whose taker showed no activity within the ack timeout — most overdue first.
 
         On PostgreSQL the rows are locked (``FOR UPDATE SKIP LOCKED``) so that several
         instances never advance the same escalation; on SQLite the write lock does that.
         """
         query = (
             select(Escalation)
-            .where(Escalation.state == "active", Escalation.next_due_at <= to_millis(now))
+            .where(
+                Escalation.state.in_(("active", "acked")),
+                Escalation.next_due_at <= to_millis(now),
+            )
             .order_by(Escalation.next_due_at)
             .limit(limit)
         )
@@ -465,6 +469,22 @@ class Transaction:
             update(Escalation)
             .where(Escalation.case_id == case_id)
             .values(state=state, next_due_at=None, updated_at=to_millis(now))
+        )
+
+    async def escalation_watch(self, case_id: str, due: datetime | None, now: datetime) -> None:
+        """Set when an acked case is re-paged unless its taker shows activity (None: never)."""
+        await self._s.execute(
+            update(Escalation)
+            .where(Escalation.case_id == case_id, Escalation.state == "acked")
+            .values(next_due_at=None if due is None else to_millis(due), updated_at=to_millis(now))
+        )
+
+    async def case_release(self, case_id: str, now: datetime) -> None:
+        """Give a taken case back to the ladder (its taker went silent); it can be acked again."""
+        await self._s.execute(
+            update(Case)
+            .where(Case.id == case_id, Case.status == "taken")
+            .values(status="open", taken_by=None, taken_at=None, updated_at=to_millis(now))
         )
 
     async def escalation_hurry(self, case_id: str, loop: int, step: int, now: datetime) -> bool:

@@ -134,7 +134,8 @@ class Transaction(Protocol):
         ...
 
     async def escalations_due(self, now: datetime, limit: int = 100) -> list[EscalationView]:
-        """Return active escalations whose next step is due, most overdue first.
+        """Return escalations whose next step is due — active ones whose wait ran out, and
+        acked ones whose taker showed no activity within the ack timeout — most overdue first.
 
         On PostgreSQL the rows are locked (``FOR UPDATE SKIP LOCKED``) so that several
         instances never advance the same escalation; on SQLite the write lock does that.
@@ -143,6 +144,14 @@ class Transaction(Protocol):
 
     async def escalation_stop(self, case_id: str, state: str, now: datetime) -> None:
         """End the escalation of ``case_id`` with ``state`` (acked, cancelled, exhausted)."""
+        ...
+
+    async def escalation_watch(self, case_id: str, due: datetime | None, now: datetime) -> None:
+        """Set when an acked case is re-paged unless its taker shows activity (None: never)."""
+        ...
+
+    async def case_release(self, case_id: str, now: datetime) -> None:
+        """Give a taken case back to the ladder (its taker went silent); it can be acked again."""
         ...
 
     async def escalation_hurry(self, case_id: str, loop: int, step: int, now: datetime) -> bool:

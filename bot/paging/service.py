@@ -17,7 +17,7 @@ from typing import Any
 
 from bot.core.messages import Address, Priority
 from bot.core.ports import Transaction
-from bot.core.records import CaseView, OutboxItem
+from bot.core.records import CaseView, EscalationView, OutboxItem
 from bot.core.refs import normalise_reference
 from bot.paging import escalation
 from bot.paging.directory import Directory
@@ -126,6 +126,10 @@ class PagingService:
             for state in due:
                 assert state.next_due_at is not None
                 case = await tx.case_by_id(state.case_id)
+                if state.state == "acked":
+                    await self._ack_timed_out(tx, case, state, now)
+                    fired += 1
+                    continue
                 decision = escalation.advance(
                     self._policies[state.tier],
                     escalation.Position(state.loop, state.step),
@@ -136,6 +140,45 @@ class PagingService:
                 await self._apply(tx, case, decision, now)
                 fired += 1
         return fired
+
+    async def _ack_timed_out(
+        self, tx: Transaction, case: CaseView, state: EscalationView, now: datetime
+    ) -> None:
+        """The responder who took a case showed no activity within the tier's ack timeout:
+        the case goes back on the ladder at the next step, and the page says why."""
+        taker = case.taken_by or "someone"
+        policy = self._policies[case.tier]
+        timeout = getattr(policy, "ack_timeout", None) or timedelta(0)
+        await tx.case_release(case.id, now)
+        await tx.log("case.ack_timeout", now, case_id=case.id, actor="system", detail=taker)
+        released = await tx.case_by_id(case.id)
+        following = escalation.following(policy, escalation.Position(state.loop, state.step))
+        decision = escalation.enter(
+            policy,
+            following or escalation.Position(0, 0),
+            self.directory.reachable,
+            now,
+            self._targets,
+        )
+        minutes = int(timeout.total_seconds() // 60)
+        note = f"Taken by {taker}, no activity for {minutes} min."
+        await self._send_pages(tx, released, decision, now, note=note)
+        await tx.escalation_save(
+            case.id,
+            case.tier,
+            "active",
+            decision.position.step,
+            decision.position.loop,
+            decision.next_due_at,
+            now,
+        )
+        log.warning("case.ack_timeout case=%s", case.id)
+
+    async def _watch_taker(self, tx: Transaction, case: CaseView, now: datetime) -> None:
+        """Restart the ack timeout of a taken case (its taker just acted)."""
+        timeout = getattr(self._policies[case.tier], "ack_timeout", None)
+        if timeout:
+            await tx.escalation_watch(case.id, now + timeout, now)
 
     async def _apply(
         self, tx: Transaction, case: CaseView, decision: escalation.Decision, now: datetime
@@ -355,6 +398,8 @@ class PagingService:
         if not text:
             return f"Nothing to send. Write: reply {case.ref} followed by your message."
         await tx.case_add_entry(case.id, f"reply:{responder}", text, now)
+        if case.taken_by == responder:
+            await self._watch_taker(tx, case, now)
         await self._tell_defender(tx, case, "team_message", now, key, body=text)
         await tx.log("case.replied", now, case_id=case.id, actor=responder)
         return f"Sent to the defender of case {case.ref}."
@@ -433,6 +478,7 @@ class PagingService:
                 )
             ]
         await tx.escalation_stop(case.id, "acked", now)
+        await self._watch_taker(tx, case, now)
         cancelled = await tx.outbox_cancel_pages(case.id)
         await tx.log(
             "case.taken", now, case_id=case.id, actor=responder, detail=f"cancelled={cancelled}"

@@ -184,3 +184,52 @@ async def test_the_second_address_is_paged_when_the_first_fails(
     h2.expect_page("bob")
     await h2.say(f"ack {ref}", "bob")
     h2.inbox.clear()
+
+
+ACK_TIMEOUT = TEST_CONFIG.replace("repeat = 1\n", 'repeat = 1\nack_timeout = "15m"\n', 1)
+
+
+@pytest.fixture
+async def h3(tmp_path: Path, pg_database: str | None) -> AsyncIterator[Harness]:
+    """The standard ladder with a 15-minute ack timeout on critical cases."""
+    harness = await Harness.create(tmp_path, ACK_TIMEOUT, pg_database)
+    try:
+        yield harness
+        harness.expect_nothing()
+    finally:
+        if harness.app is not None:
+            await harness.stop()
+
+
+async def test_a_taker_who_goes_silent_gets_the_case_re_paged(h3: Harness) -> None:
+    """A critical case taken and then left without a reply or resolve for the ack timeout is
+    paged to the next step, saying who took it and for how long nothing happened; a reply
+    restarts the timer; the next responder can take the case."""
+    ref = await sos(h3)
+    await h3.say(f"ack {ref}", "alice")
+    h3.inbox["alice"].clear()
+    h3.expect("defender", "A responder has your case")
+    await h3.advance(timedelta(minutes=14))
+    await h3.say(f"reply {ref} I am on it", "alice")  # activity: the timer starts again
+    h3.expect("alice", "Sent to the defender")
+    h3.expect("defender", "I am on it")
+    await h3.advance(timedelta(minutes=14))
+    h3.expect_nothing()
+    await h3.advance(timedelta(minutes=1))
+    page = h3.inbox["bob"].pop(0)
+    assert page.startswith(f"CRITICAL case {ref}\n")
+    assert "Taken by alice, no activity for 15 min." in page
+    await h3.say(f"ack {ref}", "bob")
+    h3.expect("bob", rf"^You have case {ref}")
+    h3.expect("defender", "A responder has your case")
+    h3.expect("alice", rf"^Case {ref} was taken by bob\.")
+
+
+async def test_resolving_in_time_stops_the_ack_timeout(h3: Harness) -> None:
+    """A case resolved before the timeout is never re-paged."""
+    ref = await sos(h3)
+    await h3.say(f"ack {ref}", "alice")
+    await h3.say(f"resolve {ref}", "alice")
+    h3.inbox.clear()
+    await h3.advance(timedelta(hours=2))
+    h3.expect_nothing()
