@@ -242,8 +242,29 @@ class App:
         except Exception:
             log.exception("escalation.tick_failed")
 
+    async def _precise_ticks(self) -> None:
+        """Sleep until the earliest due escalation (at most a second at a time) and tick then,
+        so a step fires within milliseconds of its due time; the APScheduler tick every second
+        remains the safety net if this loop ever fails."""
+        while True:
+            try:
+                async with self.store.transaction() as tx:
+                    due = await tx.next_due()
+                wait = TICK_SECONDS
+                if due is not None:
+                    wait = min(max((due - self.clock.now()).total_seconds(), 0.0), TICK_SECONDS)
+                await asyncio.sleep(wait)
+                if due is not None and due <= self.clock.now():
+                    await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("escalation.precise_tick_failed")
+                await asyncio.sleep(TICK_SECONDS)
+
     def start_background(self) -> None:
-        """Start the escalation tick (APScheduler, every second) and the outbox sender."""
+        """Start the escalation tick (APScheduler, every second, plus precise wake-ups at the
+        next due time), the watchdog and the outbox sender."""
         scheduler = AsyncIOScheduler()
         scheduler.add_job(
             self._safe_tick,
@@ -266,6 +287,7 @@ class App:
         scheduler.start()
         self._scheduler = scheduler
         self._tasks.append(asyncio.create_task(self._sender_loop(), name="outbox-sender"))
+        self._tasks.append(asyncio.create_task(self._precise_ticks(), name="precise-ticks"))
 
     async def stop_background(self) -> None:
         """Stop the tick and the sender (a message in hand is finished by its lease rules)."""

@@ -463,6 +463,16 @@ class Transaction:
         rows = await self._s.execute(query)
         return [self._escalation_view(row) for row in rows.scalars()]
 
+    async def next_due(self) -> datetime | None:
+        """Return the earliest due time of any escalation (active, or acked with a timeout)."""
+        result = await self._s.execute(
+            select(func.min(Escalation.next_due_at)).where(
+                Escalation.state.in_(("active", "acked"))
+            )
+        )
+        millis = result.scalar_one_or_none()
+        return None if millis is None else from_millis(millis)
+
     async def escalation_stop(self, case_id: str, state: str, now: datetime) -> None:
         """End the escalation of ``case_id`` with ``state`` (acked, cancelled, exhausted)."""
         await self._s.execute(

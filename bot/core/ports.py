@@ -142,6 +142,10 @@ class Transaction(Protocol):
         """
         ...
 
+    async def next_due(self) -> datetime | None:
+        """Return the earliest due time of any escalation (active, or acked with a timeout)."""
+        ...
+
     async def escalation_stop(self, case_id: str, state: str, now: datetime) -> None:
         """End the escalation of ``case_id`` with ``state`` (acked, cancelled, exhausted)."""
         ...
