@@ -44,9 +44,7 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FLOWS_DIR = PROJECT_ROOT / "flows"
 TICK_SECONDS = 1.0
-WATCHDOG_SECONDS = 30.0
-WATCHDOG_STUCK_AFTER = timedelta(minutes=2)
-WATCHDOG_OVERDUE_AFTER = timedelta(seconds=30)
+WATCHDOG_OVERDUE_AFTER = timedelta(seconds=30)  # a due step later than this: the tick stalled
 SORRY = (
     "Sorry — something went wrong on our side while reading your message. It was received. "
     "If you are in danger, send SOS."
@@ -183,7 +181,7 @@ class App:
         outbox; page the operators about each problem; return how many problems were found."""
         now = self.clock.now()
         async with self.store.transaction() as tx:
-            snapshot = await tx.watchdog_snapshot(now, WATCHDOG_STUCK_AFTER)
+            snapshot = await tx.watchdog_snapshot(now, self.config.watchdog.stuck_after)
             problems = check(snapshot, now, WATCHDOG_OVERDUE_AFTER)
             for problem in problems:
                 await self.alerts.alert(tx, problem, now)
@@ -278,7 +276,7 @@ class App:
         scheduler.add_job(
             self._safe_watchdog,
             "interval",
-            seconds=WATCHDOG_SECONDS,
+            seconds=self.config.watchdog.interval.total_seconds(),
             max_instances=1,
             coalesce=True,
             misfire_grace_time=60,

@@ -233,3 +233,43 @@ async def test_resolving_in_time_stops_the_ack_timeout(h3: Harness) -> None:
     h3.inbox.clear()
     await h3.advance(timedelta(hours=2))
     h3.expect_nothing()
+
+
+WITH_OPERATOR = TEST_CONFIG.replace(
+    "[paging.critical]", '[[operators]]\nname = "olga"\nconsole = true\n\n[paging.critical]', 1
+)
+
+
+async def test_the_watchdog_pages_the_operator_once_an_hour_about_an_exhausted_case(
+    tmp_path: Path, pg_database: str | None
+) -> None:
+    """When nobody took a case through the whole ladder, the watchdog tells the operator —
+    once per hour, not on every check — and says nothing while all is well."""
+    h = await Harness.create(tmp_path, WITH_OPERATOR, pg_database)
+    try:
+        assert h.app is not None
+        assert await h.app.watchdog() == 0
+        ref = await sos(h)
+        await h.advance(timedelta(minutes=2))
+        await h.advance(timedelta(minutes=3))
+        await h.advance(timedelta(minutes=5))
+        await h.advance(timedelta(minutes=2))
+        await h.advance(timedelta(minutes=3))
+        await h.advance(timedelta(minutes=5))  # the ladder ran twice (repeat = 1)
+        h.inbox.clear()
+        assert await h.app.watchdog() == 1
+        await h.collect()
+        h.expect("olga", rf"^ALERT \(defender-intake\)\nCase {ref} \(CRITICAL\): the whole paging")
+        h.clock.advance(timedelta(minutes=10))
+        assert await h.app.watchdog() == 1
+        await h.collect()
+        h.expect_nothing()  # the same problem within the hour: no second alert
+        h.clock.advance(timedelta(hours=1))
+        await h.app.watchdog()
+        await h.collect()
+        h.expect("olga", rf"Case {ref}")
+        await h.say(f"ack {ref}", "bob")
+        h.inbox.clear()
+        assert await h.app.watchdog() == 0
+    finally:
+        await h.stop()
