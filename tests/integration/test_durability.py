@@ -200,3 +200,42 @@ async def test_a_session_whose_step_no_longer_exists_starts_fresh(harness: Harne
     await harness.say("hello")
     harness.expect("defender", "emergency line")
     harness.expect("defender", "What is happening")
+
+
+async def test_acks_racing_the_escalation_tick_always_win_for_good(harness: Harness) -> None:
+    """Acks arriving at the very moment their cases' next steps fire: whichever transaction
+    goes first, every case ends taken, its ladder stopped, no page left queued, and nothing
+    is paged for it afterwards."""
+    import asyncio
+
+    from db.models import Escalation
+
+    assert harness.app is not None
+    refs = []
+    for n in range(12):
+        await harness.say("SOS", who=f"racer{n}")
+        refs.append(harness.expect_page("alice"))
+    harness.inbox.clear()
+    harness.clock.advance(timedelta(minutes=2))
+    app = harness.app
+    await asyncio.gather(
+        app.tick(),
+        *(app.receive(harness.message(f"ack {ref}", "carol")) for ref in refs),
+        app.tick(),
+    )
+    await harness.collect()
+    harness.inbox.clear()
+    async with app.store.transaction() as tx:
+        states = (await tx._s.execute(select(Escalation.state))).scalars().all()
+        queued = (
+            (
+                await tx._s.execute(
+                    select(Outbox).where(Outbox.kind == "page", Outbox.state == "pending")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(set(states)) == ["acked"] and queued == []
+    await harness.advance(timedelta(hours=3))
+    harness.expect_nothing()
