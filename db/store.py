@@ -452,7 +452,7 @@ class Transaction:
         query = (
             select(Escalation)
             .where(
-                Escalation.state.in_(("active", "acked")),
+                Escalation.state.in_(("active", "acked", "queued")),
                 Escalation.next_due_at <= to_millis(now),
             )
             .order_by(Escalation.next_due_at)
@@ -467,7 +467,7 @@ class Transaction:
         """Return the earliest due time of any escalation (active, or acked with a timeout)."""
         result = await self._s.execute(
             select(func.min(Escalation.next_due_at)).where(
-                Escalation.state.in_(("active", "acked"))
+                Escalation.state.in_(("active", "acked", "queued"))
             )
         )
         millis = result.scalar_one_or_none()

@@ -107,10 +107,44 @@ class PagingService:
     async def start(self, tx: Transaction, case: CaseView, now: datetime) -> None:
         """Start the escalation of a new case: queue the first step's pages and store the
         next due time, in the caller's transaction."""
-        decision = escalation.start(
-            self._policies[case.tier], self.directory.reachable, now, self._targets
-        )
+        policy = self._policies[case.tier]
+        hours = getattr(policy, "hours", None)
+        if hours is not None and not hours.is_open(now):
+            await self._queue(tx, case, now)
+            return
+        decision = escalation.start(policy, self.directory.reachable, now, self._targets)
         await self._apply(tx, case, decision, now)
+
+    def _raise_at(self, case: CaseView) -> datetime | None:
+        """When an untaken case of a tier with ``raise_after`` is raised to the next tier."""
+        after = getattr(self._policies[case.tier], "raise_after", None)
+        return None if after is None else case.created_at + after
+
+    async def _queue(self, tx: Transaction, case: CaseView, now: datetime) -> None:
+        """Hold a case outside its tier's business hours: nobody is paged until the hours
+        open (or, sooner, until it is raised for being untouched too long)."""
+        policy = self._policies[case.tier]
+        opens = policy.hours.next_open(now)
+        raise_at = self._raise_at(case)
+        due = min(opens, raise_at) if raise_at is not None else opens
+        await tx.escalation_save(case.id, case.tier, "queued", 0, 0, due, now)
+        await tx.log(
+            "escalation.queued", now, case_id=case.id, detail=f"until={opens:%Y-%m-%dT%H:%MZ}"
+        )
+
+    async def _raise(self, tx: Transaction, case: CaseView, now: datetime) -> None:
+        """Raise an untouched case one tier (low → medium …) and page on that tier's ladder."""
+        higher = TIERS[max(TIERS.index(case.tier) - 1, 0)]
+        await tx.case_set_tier(case.id, higher, now)
+        await tx.log(
+            "case.retiered",
+            now,
+            case_id=case.id,
+            actor="system",
+            detail=f"from={case.tier} to={higher} untouched",
+        )
+        log.warning("case.raised case=%s to=%s", case.id, higher)
+        await self.start(tx, await tx.case_by_id(case.id), now)
 
     async def tick(self, tx: Transaction, now: datetime, limit: int = 50) -> int:
         """Advance every escalation whose wait ran out; return how many steps fired.
@@ -128,6 +162,15 @@ class PagingService:
                 case = await tx.case_by_id(state.case_id)
                 if state.state == "acked":
                     await self._ack_timed_out(tx, case, state, now)
+                    fired += 1
+                    continue
+                raise_at = self._raise_at(case)
+                if case.status == "open" and raise_at is not None and now >= raise_at:
+                    await self._raise(tx, case, now)
+                    fired += 1
+                    continue
+                if state.state == "queued":
+                    await self.start(tx, case, now)  # the hours opened: page, or queue again
                     fired += 1
                     continue
                 decision = escalation.advance(
@@ -163,13 +206,17 @@ class PagingService:
         minutes = int(timeout.total_seconds() // 60)
         note = f"Taken by {taker}, no activity for {minutes} min."
         await self._send_pages(tx, released, decision, now, note=note)
+        due = decision.next_due_at
+        raise_at = self._raise_at(case)
+        if due is not None and raise_at is not None and case.status == "open":
+            due = min(due, max(raise_at, now))  # wake up in time to raise an untouched case
         await tx.escalation_save(
             case.id,
             case.tier,
             "active",
             decision.position.step,
             decision.position.loop,
-            decision.next_due_at,
+            due,
             now,
         )
         log.warning("case.ack_timeout case=%s", case.id)

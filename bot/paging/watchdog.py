@@ -79,7 +79,7 @@ def check(snapshot: Snapshot, now: datetime, overdue_after: timedelta) -> list[P
                     "ladder ran and nobody took it. Find someone now.",
                 )
             )
-        elif state == "active" and (
+        elif state in ("active", "queued") and (
             case.next_due_at is None or case.next_due_at < now - overdue_after
         ):
             problems.append(
