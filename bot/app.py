@@ -348,6 +348,7 @@ async def open_app(
         alerts=alerts,
         resolve=config.resolve_targets,
         oncall=functools.partial(oncall_report, config),
+        bundle_window=config.delivery.bundle_window,
     )
     conversations = ConversationService(
         flows,

@@ -25,6 +25,7 @@ from bot.core.messages import (
     DeliveryRetry,
     DeliveryUnknown,
     OutboundMessage,
+    Priority,
 )
 from bot.core.ports import Channel, Store, Transaction
 from bot.core.records import ClaimedMessage
@@ -38,6 +39,28 @@ MAX_BACKOFF = timedelta(minutes=5)
 def backoff(attempts: int) -> timedelta:
     """Return the wait before attempt ``attempts + 1``: 2 s, 4 s, 8 s … capped at 5 minutes."""
     return min(timedelta(seconds=2 ** min(attempts, 16)), MAX_BACKOFF)
+
+
+def bundles(messages: list[ClaimedMessage]) -> list[list[ClaimedMessage]]:
+    """Group claimed messages into what is sent: non-critical first-attempt pages to the same
+    address travel together as one message; everything else alone. Order is kept (a group
+    goes where its first member was)."""
+    groups: list[list[ClaimedMessage]] = []
+    open_bundles: dict[tuple[str, str], list[ClaimedMessage]] = {}
+    for message in messages:
+        bundleable = (
+            message.kind == "page" and message.priority < Priority.URGENT and not message.repeat
+        )
+        if not bundleable:
+            groups.append([message])
+            continue
+        key = (message.recipient.channel, message.recipient.identity)
+        if key in open_bundles:
+            open_bundles[key].append(message)
+        else:
+            open_bundles[key] = [message]
+            groups.append(open_bundles[key])
+    return groups
 
 
 def repeat_marked(text: str) -> str:
@@ -106,17 +129,21 @@ class OutboxSender:
 
     async def _deliver_all(self, messages: list[ClaimedMessage]) -> int:
         delivered = 0
-        for message in messages:
-            delivered += await self._deliver(message)
+        for group in bundles(messages):
+            delivered += await self._deliver(group)
         return delivered
 
-    async def _deliver(self, message: ClaimedMessage) -> int:
+    async def _deliver(self, group: list[ClaimedMessage]) -> int:
+        """Send one message (or one bundle of pages to one person) and record the outcome on
+        every outbox row it carries."""
+        message = group[0]
         channel = self._channels[message.recipient.channel]
-        text = (
-            repeat_marked(message.text)
-            if message.repeat and message.kind == "page"
-            else message.text
-        )
+        if len(group) > 1:
+            text = f"{len(group)} pages:\n\n" + "\n\n".join(m.text for m in group)
+        elif message.repeat and message.kind == "page":
+            text = repeat_marked(message.text)
+        else:
+            text = message.text
         outbound = OutboundMessage(
             recipient=message.recipient,
             text=text,
@@ -131,47 +158,50 @@ class OutboxSender:
         try:
             delivered = await channel.send(outbound)
         except DeliveryRetry as exc:
-            wait = (
-                timedelta(seconds=exc.retry_after) if exc.retry_after else backoff(message.attempts)
-            )
             async with self._store.transaction() as tx:
-                await tx.outbox_retry(
-                    message.id, message.token, self._clock.now() + wait, type(exc).__name__
-                )
-            log.warning("outbox.retry id=%s wait=%.1fs", message.id, wait.total_seconds())
+                for row in group:
+                    wait = (
+                        timedelta(seconds=exc.retry_after)
+                        if exc.retry_after
+                        else backoff(row.attempts)
+                    )
+                    await tx.outbox_retry(
+                        row.id, row.token, self._clock.now() + wait, type(exc).__name__
+                    )
+            log.warning("outbox.retry id=%s rows=%s", message.id, len(group))
             return 0
         except DeliveryUnknown as exc:
             async with self._store.transaction() as tx:
-                state = await tx.outbox_retry(
-                    message.id,
-                    message.token,
-                    self._clock.now(),
-                    type(exc).__name__,
-                    ambiguous=True,
-                )
-                if state == "failed":
-                    await self._page_failed(tx, message)
-            log.warning("outbox.unknown_outcome id=%s now=%s", message.id, state)
+                for row in group:
+                    state = await tx.outbox_retry(
+                        row.id, row.token, self._clock.now(), type(exc).__name__, ambiguous=True
+                    )
+                    if state == "failed":
+                        await self._page_failed(tx, row)
+            log.warning("outbox.unknown_outcome id=%s rows=%s", message.id, len(group))
             return 0
         except DeliveryRefused as exc:
             async with self._store.transaction() as tx:
-                released = await tx.outbox_failed(
-                    message.id, message.token, type(exc).__name__, self._clock.now()
-                )
-                if released == 0:  # no other address of this responder takes over
-                    await self._page_failed(tx, message)
-            log.error("outbox.refused id=%s kind=%s", message.id, message.kind)
+                for row in group:
+                    released = await tx.outbox_failed(
+                        row.id, row.token, type(exc).__name__, self._clock.now()
+                    )
+                    if released == 0:  # no other address of this responder takes over
+                        await self._page_failed(tx, row)
+            log.error("outbox.refused id=%s kind=%s rows=%s", message.id, message.kind, len(group))
             return 0
         except Exception:  # a channel bug must not kill the sender; the lease will expire
             log.exception("outbox.channel_error id=%s channel=%s", message.id, channel.name)
             return 0
         ids = delivered.message_ids if delivered is not None else ()
         async with self._store.transaction() as tx:
-            if not await tx.outbox_sent(message.id, message.token, self._clock.now(), ids):
-                log.warning("outbox.claim_lost id=%s (a repeat may follow)", message.id)
+            for row in group:
+                if not await tx.outbox_sent(row.id, row.token, self._clock.now(), ids):
+                    log.warning("outbox.claim_lost id=%s (a repeat may follow)", row.id)
         if self._on_sent is not None:
-            self._on_sent(message)
-        return 1
+            for row in group:
+                self._on_sent(row)
+        return len(group)
 
     async def _page_failed(self, tx: Transaction, message: ClaimedMessage) -> None:
         """A page that will never arrive: move its case's escalation on at once."""

@@ -553,6 +553,33 @@ class Transaction:
             "idempotency_key",
         )
 
+    async def page_hold_until(
+        self, responder: str, now: datetime, window: timedelta
+    ) -> datetime | None:
+        """When a new non-critical page to ``responder`` should go out so that it travels with
+        the others of the same window: with a page already held for them (join it), or one
+        window after a page sent moments ago; None to send at once."""
+        held = await self._s.execute(
+            select(func.min(Outbox.next_attempt_at)).where(
+                Outbox.kind == "page",
+                Outbox.responder == responder,
+                Outbox.state == "pending",
+                Outbox.next_attempt_at > to_millis(now),
+            )
+        )
+        millis = held.scalar_one_or_none()
+        if millis is not None:
+            return from_millis(millis)
+        recent = await self._s.execute(
+            select(func.max(Outbox.created_at)).where(
+                Outbox.kind == "page",
+                Outbox.responder == responder,
+                Outbox.created_at > to_millis(now - window),
+            )
+        )
+        millis = recent.scalar_one_or_none()
+        return None if millis is None else from_millis(millis) + window
+
     async def outbox_cancel_pages(self, case_id: str) -> int:
         """Cancel every page of ``case_id`` not yet claimed; return how many."""
         result = await self._s.execute(

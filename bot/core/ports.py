@@ -166,6 +166,14 @@ class Transaction(Protocol):
         """Queue ``item`` for sending now; False if its idempotency key was queued before."""
         ...
 
+    async def page_hold_until(
+        self, responder: str, now: datetime, window: timedelta
+    ) -> datetime | None:
+        """When a new non-critical page to ``responder`` should go out so that it travels with
+        the others of the same window: with a page already held for them (join it), or one
+        window after a page sent moments ago; None to send at once."""
+        ...
+
     async def outbox_cancel_pages(self, case_id: str) -> int:
         """Cancel every page of ``case_id`` not yet claimed; return how many."""
         ...

@@ -91,8 +91,10 @@ class PagingService:
         alerts: OperatorAlerts | None = None,
         resolve: escalation.Resolve = escalation.by_name,
         oncall: Callable[[datetime], str] | None = None,
+        bundle_window: timedelta = timedelta(0),
     ) -> None:
         self._oncall = oncall
+        self._bundle_window = bundle_window
         self.alerts = alerts
         self._targets = resolve
         self.directory = directory
@@ -303,6 +305,11 @@ class PagingService:
         for page in decision.pages:
             position = page.position
             previous: str | None = None
+            not_before = None
+            if priority < Priority.URGENT and self._bundle_window:
+                # Another page went to this person moments ago: hold this one until the window
+                # ends, so the pages arriving meanwhile go out together as one message.
+                not_before = await tx.page_hold_until(page.responder, now, self._bundle_window)
             for address in self.directory.reachable_addresses(page.responder):
                 key = (
                     f"page:{case.id}:{position.loop}:{position.step}{extra}:"
@@ -321,6 +328,7 @@ class PagingService:
                         loop=position.loop,
                         step=position.step,
                         fallback_for=previous,
+                        not_before=not_before,
                     ),
                     now,
                 )

@@ -273,3 +273,41 @@ async def test_the_watchdog_pages_the_operator_once_an_hour_about_an_exhausted_c
         assert await h.app.watchdog() == 0
     finally:
         await h.stop()
+
+
+async def high_case(h: Harness, who: str) -> None:
+    """``who`` reports a threat in the last 24 hours: a HIGH case, paged to bob first."""
+    for answer in ("/start", "3", "2", "skip", "0", "yes"):
+        await h.say(answer, who)
+    h.inbox.pop(who, None)
+
+
+async def test_pages_to_one_person_within_the_window_come_as_one_message(
+    harness: Harness,
+) -> None:
+    """The first HIGH page goes at once; two more for bob within 30 s wait for the window's
+    end and arrive together as one message listing both references. Critical pages are
+    never held."""
+    await high_case(harness, "d1")
+    first = harness.expect_page("bob", tier="HIGH")
+    harness.clock.advance(timedelta(seconds=5))
+    await high_case(harness, "d2")
+    harness.clock.advance(timedelta(seconds=5))
+    await high_case(harness, "d3")
+    assert not harness.inbox.get("bob")
+    await harness.say("SOS", "d4")  # critical: never held back
+    harness.expect_page("alice")
+    harness.inbox.pop("d4")
+    await harness.advance(timedelta(seconds=19))
+    assert not harness.inbox.get("bob")
+    await harness.advance(timedelta(seconds=1))  # 30 s after the first page
+    bundle = harness.inbox["bob"].pop(0)
+    assert bundle.startswith("2 pages:\n\nHIGH case ")
+    refs = [
+        line.removeprefix("HIGH case ")
+        for line in bundle.split("\n")
+        if line.startswith("HIGH case")
+    ]
+    assert len(set(refs)) == 2 and first not in refs
+    for ref in refs:
+        assert f"Reply: ack {ref}" in bundle
