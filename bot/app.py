@@ -183,6 +183,11 @@ class App:
         async with self.store.transaction() as tx:
             snapshot = await tx.watchdog_snapshot(now, self.config.watchdog.stuck_after)
             problems = check(snapshot, now, WATCHDOG_OVERDUE_AFTER)
+            for name, channel in self.channels.items():
+                health = getattr(channel, "health", None)
+                reason = health.problem() if health is not None else None
+                if reason is not None:
+                    problems.append(Problem(f"channel:{name}", reason))
             for problem in problems:
                 await self.alerts.alert(tx, problem, now)
         if problems:

@@ -43,6 +43,7 @@ import aiohttp
 import httpx
 
 from bot.config import SignalConfig, parse_duration
+from bot.core.health import ReceiveHealth
 from bot.core.messages import (
     Address,
     Delivered,
@@ -371,6 +372,7 @@ class SignalChannel:
         receive_read_timeout: float | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
+        self.health = ReceiveHealth("Signal")
         if receive not in ("poll", "websocket"):
             raise ValueError('receive must be "poll" or "websocket"')
         if disappearing is not None and disappearing.total_seconds() < 1:
@@ -696,9 +698,11 @@ class SignalChannel:
                     self._fetching = False
                 if items is None:
                     errors += 1
+                    self.health.failed()
                     await self._pause(self._backoff(errors))
                     continue
                 errors = 0
+                self.health.succeeded()
                 for item in items:
                     message = self._accept(item)
                     if message is not None:
@@ -766,6 +770,7 @@ class SignalChannel:
                         opened = loop.time()
                         self._mode_alerted = False
                         log.info("signal.ws_connected after_failures=%s", failures)
+                        self.health.succeeded()
                         async for frame in ws:
                             if frame.type == aiohttp.WSMsgType.TEXT:
                                 self._accept_frame(frame.data)
@@ -789,6 +794,7 @@ class SignalChannel:
                 if opened is not None and loop.time() - opened >= self._retry_cap:
                     failures = 0  # it was healthy for a while: reconnect fast
                 failures += 1
+                self.health.failed()
                 await self._pause(self._backoff(failures))
 
     def _accept_frame(self, text: str) -> None:

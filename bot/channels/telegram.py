@@ -52,6 +52,7 @@ from telegram.ext import Application, ApplicationBuilder
 
 from bot.config import TelegramConfig
 from bot.core.clock import Clock, SystemClock
+from bot.core.health import ReceiveHealth
 from bot.core.messages import (
     Address,
     Delivered,
@@ -348,6 +349,7 @@ class TelegramChannel:
         clock: Clock | None = None,
         stop_timeout: float = 10.0,
     ) -> None:
+        self.health = ReceiveHealth("Telegram")
         if mode not in ("polling", "webhook"):
             raise ChannelStartError(f'telegram mode must be "polling" or "webhook", not {mode!r}')
         if mode == "webhook" and (not webhook_url or not webhook_secret):
@@ -561,9 +563,11 @@ class TelegramChannel:
                 updates = await self._get_updates(self._offset, self._poll_timeout)
             except Exception as exc:
                 failures += 1
+                self.health.failed()
                 await asyncio.sleep(self._poll_delay(exc, failures))
                 continue
             failures = 0
+            self.health.succeeded()
             if not updates:
                 if self._poll_timeout == 0 or time.monotonic() - started < 0.1:
                     await asyncio.sleep(_IDLE_PAUSE)  # never spin on a server ignoring timeout

@@ -633,3 +633,18 @@ async def test_no_connection_is_a_retry_and_not_started_too(
     await fake.start()
     await channel.send(to(USER, TEXT))
     assert fake.chat(USER).sent_texts() == [TEXT]
+
+
+async def test_receive_failures_make_the_channel_unhealthy_until_it_recovers(
+    fake: FakeBotApi, make: Callable[..., TelegramChannel]
+) -> None:
+    """While getUpdates keeps failing the channel reports a problem for the watchdog; once a
+    poll succeeds again, it does not."""
+    from bot.core.health import ReceiveHealth
+
+    fake.fail_next("getUpdates", times=4, kind="500")
+    channel = make()
+    channel.health = ReceiveHealth("Telegram", unhealthy_after=0.05)
+    await channel.start(Inbox())
+    await until(lambda: channel.health.problem() is not None)
+    await until(lambda: channel.health.problem() is None, timeout=15)
