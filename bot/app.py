@@ -106,7 +106,7 @@ class App:
     sender: OutboxSender
     alerts: OperatorAlerts
     lock: InstanceLock | None = None
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _wakes: dict[str, asyncio.Event] = field(default_factory=dict)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _scheduler: AsyncIOScheduler | None = None
 
@@ -218,20 +218,23 @@ class App:
         return await self.sender.send_due()
 
     def wake(self) -> None:
-        """Wake the outbox sender at once."""
-        self._wake.set()
+        """Wake the outbox sender of every channel at once."""
+        for event in self._wakes.values():
+            event.set()
 
     # -- background work -----------------------------------------------------------------
 
-    async def _sender_loop(self) -> None:
+    async def _sender_loop(self, channel: str) -> None:
+        """One sender per channel: a platform that hangs or is down never holds up another."""
+        wake = self._wakes.setdefault(channel, asyncio.Event())
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
-            self._wake.clear()
+                await asyncio.wait_for(wake.wait(), TICK_SECONDS)
+            wake.clear()
             try:
-                await self.sender.send_due()
+                await self.sender.send_channel(channel)
             except Exception:
-                log.exception("outbox.sender_failed")
+                log.exception("outbox.sender_failed channel=%s", channel)
 
     async def _safe_watchdog(self) -> None:
         try:
@@ -289,7 +292,11 @@ class App:
         )
         scheduler.start()
         self._scheduler = scheduler
-        self._tasks.append(asyncio.create_task(self._sender_loop(), name="outbox-sender"))
+        for channel in self.channels:
+            self._wakes.setdefault(channel, asyncio.Event())
+            self._tasks.append(
+                asyncio.create_task(self._sender_loop(channel), name=f"outbox-sender-{channel}")
+            )
         self._tasks.append(asyncio.create_task(self._precise_ticks(), name="precise-ticks"))
 
     async def stop_background(self) -> None:

@@ -108,24 +108,35 @@ class OutboxSender:
             return await tx.outbox_due_count(self.channel_names, self._clock.now())
 
     async def send_due(self) -> int:
-        """Send everything due now, batch by batch; return how many were delivered."""
+        """Send everything due now; return how many were delivered.
+
+        Each channel has its own queue, served side by side: a platform that is slow, down or
+        rate-limiting never holds up another. Within a channel, messages go out batch by
+        batch in claim order (most urgent first).
+        """
         delivered = 0
-        while True:
-            async with self._store.transaction() as tx:
-                claimed = await tx.outbox_claim(
-                    self.channel_names, self._clock.now(), self._lease, self._batch
-                )
-            if not claimed:
+        while True:  # again while a round did something: a failure may release a fallback
+            rounds = await asyncio.gather(*(self._drain(name) for name in self.channel_names))
+            delivered += sum(sent for _, sent in rounds)
+            if not any(claimed for claimed, _ in rounds):
                 return delivered
-            by_channel: dict[str, list[ClaimedMessage]] = {}
-            for message in claimed:
-                by_channel.setdefault(message.recipient.channel, []).append(message)
-            # Channels are served side by side, so a slow platform never holds up the others;
-            # within a channel, messages go out in claim order (most urgent first).
-            counts = await asyncio.gather(
-                *(self._deliver_all(messages) for messages in by_channel.values())
-            )
-            delivered += sum(counts)
+
+    async def send_channel(self, name: str) -> int:
+        """Send everything due now on channel ``name`` (nothing if this process does not run
+        it at the moment); return how many were delivered."""
+        return (await self._drain(name))[1]
+
+    async def _drain(self, name: str) -> tuple[int, int]:
+        """Claim and send batch after batch on one channel; return (claimed, delivered)."""
+        claimed_total = delivered = 0
+        while name in self._channels:
+            async with self._store.transaction() as tx:
+                claimed = await tx.outbox_claim([name], self._clock.now(), self._lease, self._batch)
+            if not claimed:
+                break
+            claimed_total += len(claimed)
+            delivered += await self._deliver_all(claimed)
+        return claimed_total, delivered
 
     async def _deliver_all(self, messages: list[ClaimedMessage]) -> int:
         delivered = 0

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select, update
 
 from bot.core.messages import DeliveryRefused, DeliveryRetry, DeliveryUnknown, OutboundMessage
 from db.models import Inbox, Outbox
-from tests.harness import Harness
+from tests.harness import TEST_CONFIG, Harness
 
 
 async def outbox_rows(h: Harness) -> list[Outbox]:
@@ -239,3 +240,65 @@ async def test_acks_racing_the_escalation_tick_always_win_for_good(harness: Harn
     assert sorted(set(states)) == ["acked"] and queued == []
     await harness.advance(timedelta(hours=3))
     harness.expect_nothing()
+
+
+async def test_a_hanging_platform_does_not_hold_up_another(tmp_path: Path) -> None:
+    """While every Telegram send hangs, Signal pages still go out at once: each channel has
+    its own queue."""
+    import asyncio
+
+    from bot.core.messages import Delivered
+
+    body = (
+        TEST_CONFIG.replace(
+            '[[responders]]\nname = "alice"\nconsole = true\n',
+            '[[responders]]\nname = "alice"\nsignal = "+4915550001"\n',
+        )
+        .replace(
+            '[[responders]]\nname = "bob"\nconsole = true\n',
+            '[[responders]]\nname = "bob"\ntelegram = 222000222\n',
+        )
+        .replace('notify = ["alice"], wait = "2m"', 'notify = ["alice", "bob"], wait = "2m"')
+    )
+    h = await Harness.create(tmp_path, body, None, ("signal", "telegram"))
+    release = asyncio.Event()
+    signal_sent: list[float] = []
+
+    class HangingTelegram:
+        name = "telegram"
+
+        async def send(self, message: OutboundMessage) -> Delivered:
+            await release.wait()
+            return Delivered()
+
+    class TimedSignal:
+        name = "signal"
+
+        async def send(self, message: OutboundMessage) -> Delivered:
+            signal_sent.append(asyncio.get_running_loop().time())
+            return Delivered()
+
+    try:
+        assert h.app is not None
+        h.app.sender.add_channel("telegram", HangingTelegram())
+        h.app.sender.add_channel("signal", TimedSignal())
+        h.app.channels = {
+            "console": h.channel,
+            "telegram": HangingTelegram(),
+            "signal": TimedSignal(),
+        }
+        h.app.start_background()
+        await h.app.receive(h.message("SOS"))  # bob's Telegram page hangs from here on
+        await asyncio.sleep(0.3)
+        assert len(signal_sent) == 1
+        await h.app.receive(h.message("SOS", "second"))
+        for _ in range(100):
+            if len(signal_sent) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(signal_sent) == 2, "the Signal page waited for the hanging Telegram send"
+        release.set()
+        h.inbox.clear()
+        h.channel.sent.clear()
+    finally:
+        await h.stop()
