@@ -121,7 +121,41 @@ async def _sos(h: Harness, first: str) -> str:
     return ref
 
 
-async def _sos_again(h: Harness, first: str) -> None:
-    await h.say("SOS", "second-defender")
+async def _sos_again(h: Harness, first: str, defender: str = "second-defender") -> None:
+    await h.say("SOS", defender)
     h.expect_page(first)
     h.inbox.clear()
+
+
+DST_CONFIG = CONFIG.replace('handoff = "09:00"', 'handoff = "02:30"')
+SPRING_FORWARD = datetime(2026, 3, 29, 0, 50, tzinfo=UTC)  # 01:50 in Berlin, clocks jump at 02:00
+
+
+async def test_a_handoff_on_the_spring_forward_night_pages_the_right_person(
+    tmp_path: Path, pg_database: str | None
+) -> None:
+    """The 02:30 hand-off does not exist in Berlin on 29 March 2026; it happens at 03:00 local
+    (01:00 UTC). An SOS ten minutes before pages the outgoing person; one five minutes after
+    pages the incoming one."""
+    h = await Harness.create(tmp_path, DST_CONFIG, pg_database)
+    h.clock = FakeClock(SPRING_FORWARD)
+    await h.restart()
+    try:
+        assert h.app is not None
+        rota = h.config.rota("primary")
+        assert rota is not None
+        from bot.paging.rota import on_call
+
+        before, after = (
+            on_call(rota, SPRING_FORWARD),
+            on_call(rota, SPRING_FORWARD + timedelta(minutes=15)),
+        )
+        assert before != after
+        await _sos(h, before[0])
+        h.clock.advance(timedelta(minutes=9))
+        await _sos_again(h, before[0], "d2")  # 00:59 UTC: still before the hand-off
+        h.clock.advance(timedelta(minutes=6))
+        await _sos_again(h, after[0], "d3")  # 01:05 UTC = 03:05 Berlin: after it
+        h.inbox.clear()
+    finally:
+        await h.stop()
