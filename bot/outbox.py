@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 
 from bot.core.clock import Clock
@@ -80,14 +80,12 @@ class OutboxSender:
         clock: Clock,
         lease: timedelta = LEASE,
         batch: int = 20,
-        on_sent: Callable[[ClaimedMessage], None] | None = None,
     ) -> None:
         self._store = store
         self._channels = dict(channels)
         self._clock = clock
         self._lease = lease
         self._batch = batch
-        self._on_sent = on_sent
 
     @property
     def channel_names(self) -> list[str]:
@@ -209,9 +207,6 @@ class OutboxSender:
             for row in group:
                 if not await tx.outbox_sent(row.id, row.token, self._clock.now(), ids):
                     log.warning("outbox.claim_lost id=%s (a repeat may follow)", row.id)
-        if self._on_sent is not None:
-            for row in group:
-                self._on_sent(row)
         return len(group)
 
     async def _page_failed(self, tx: Transaction, message: ClaimedMessage) -> None:

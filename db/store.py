@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -835,13 +835,3 @@ class Transaction:
             return None
         self._fail(row, error)
         return await self._release_fallbacks(row, now)
-
-    async def purge_sent(self, before: datetime) -> int:
-        """Delete finished outbox rows older than ``before`` (their content is already gone)."""
-        result = await self._s.execute(
-            delete(Outbox).where(
-                Outbox.state.in_(("sent", "failed", "cancelled")),
-                Outbox.created_at < to_millis(before),
-            )
-        )
-        return int(getattr(result, "rowcount", 0))

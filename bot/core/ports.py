@@ -226,10 +226,6 @@ class Transaction(Protocol):
         fallbacks were released, or None if the claim had been lost."""
         ...
 
-    async def purge_sent(self, before: datetime) -> int:
-        """Delete finished outbox rows older than ``before`` (their content is already gone)."""
-        ...
-
 
 class Store(Protocol):
     """Opens transactions."""

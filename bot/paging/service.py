@@ -20,6 +20,7 @@ from bot.core.ports import Transaction
 from bot.core.records import CaseView, EscalationView, OutboxItem
 from bot.core.refs import normalise_reference
 from bot.paging import escalation
+from bot.paging.delivery import NOBODY, queue_to_person
 from bot.paging.directory import Directory
 from bot.paging.watchdog import OperatorAlerts, Problem
 
@@ -368,20 +369,22 @@ class PagingService:
         else:
             recipients = await tx.paged_responders(case.id)
         text = f"Case {case.ref} — the defender added ({label}):\n{value}"
+        priority = Priority.URGENT if case.tier == "critical" else Priority.PAGE
         for name in recipients:
-            for address in self.directory.reachable_addresses(name):
-                await tx.outbox_add(
-                    OutboxItem(
-                        idempotency_key=f"relay:{key}:{name}:{address.channel}",
-                        kind="relay",
-                        priority=Priority.URGENT if case.tier == "critical" else Priority.PAGE,
-                        recipient=address,
-                        text=text,
-                        case_id=case.id,
-                        responder=name,
-                    ),
-                    now,
-                )
+            await queue_to_person(
+                tx,
+                self.directory.reachable_addresses(name),
+                OutboxItem(
+                    idempotency_key=f"relay:{key}:{name}",
+                    kind="relay",
+                    priority=priority,
+                    recipient=NOBODY,
+                    text=text,
+                    case_id=case.id,
+                    responder=name,
+                ),
+                now,
+            )
         await tx.log("case.relayed", now, case_id=case.id, detail=f"to={','.join(recipients)}")
 
     # -- responder commands ----------------------------------------------------------------
@@ -551,14 +554,20 @@ class PagingService:
         await self._tell_defender(tx, case, "taken", now, key)
         for name in await tx.paged_responders(case.id):
             if name != responder:
-                for address in self.directory.reachable_addresses(name):
-                    out.append(
-                        (
-                            address,
-                            f"Case {case.ref} was taken by {responder}. No action needed.",
-                            Priority.NOTICE,
-                        )
-                    )
+                await queue_to_person(
+                    tx,
+                    self.directory.reachable_addresses(name),
+                    OutboxItem(
+                        idempotency_key=f"taken:{key}:{name}",
+                        kind="notice",
+                        priority=Priority.NOTICE,
+                        recipient=NOBODY,
+                        text=f"Case {case.ref} was taken by {responder}. No action needed.",
+                        case_id=case.id,
+                        responder=name,
+                    ),
+                    now,
+                )
         return out
 
     async def _resolve(

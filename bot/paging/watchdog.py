@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from bot.core.messages import Priority
 from bot.core.ports import Transaction
 from bot.core.records import OutboxItem
+from bot.paging.delivery import NOBODY, queue_to_person
 from bot.paging.directory import Directory
 
 log = logging.getLogger(__name__)
@@ -118,23 +119,19 @@ class OperatorAlerts:
         text = f"ALERT (defender-intake)\n{problem.text}"
         queued = 0
         for name in self.operators.names():
-            previous: str | None = None
-            for address in self.operators.reachable_addresses(name):
-                key = f"alert:{problem.key}:{bucket}:{name}:{address.channel}"
-                await tx.outbox_add(
-                    OutboxItem(
-                        idempotency_key=key,
-                        kind="notice",
-                        priority=Priority.URGENT,
-                        recipient=address,
-                        text=text,
-                        responder=name,
-                        fallback_for=previous,
-                    ),
-                    now,
-                )
-                previous = key
-            queued += previous is not None
+            queued += await queue_to_person(
+                tx,
+                self.operators.reachable_addresses(name),
+                OutboxItem(
+                    idempotency_key=f"alert:{problem.key}:{bucket}:{name}",
+                    kind="notice",
+                    priority=Priority.URGENT,
+                    recipient=NOBODY,
+                    text=text,
+                    responder=name,
+                ),
+                now,
+            )
         await tx.log("operator.alerted", now, detail=f"{problem.key[:120]} to={queued}")
         if not queued:
             log.error("operator.alert_unreachable problem=%s", problem.key.split(":")[0])

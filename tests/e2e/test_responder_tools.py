@@ -311,3 +311,15 @@ async def test_pages_to_one_person_within_the_window_come_as_one_message(
     assert len(set(refs)) == 2 and first not in refs
     for ref in refs:
         assert f"Reply: ack {ref}" in bundle
+
+
+async def test_relays_go_to_the_first_address_only(h2: Harness) -> None:
+    """What the defender adds reaches alice once, on Signal — not a second time over
+    Telegram, which is not end-to-end encrypted."""
+    ref = await sos(h2, "+4915550001")
+    await h2.say("they broke the door")
+    h2.expect("+4915550001", rf"^Case {ref} — the defender added \(what\):\nthey broke the door$")
+    h2.expect("defender", "Where are you")
+    assert not h2.inbox.get("111000111")
+    await h2.say(f"ack {ref}", "bob")
+    h2.inbox.clear()
