@@ -157,8 +157,13 @@ async def test_kill_9_mid_escalation_then_restart_pages_the_next_step_once(tmp_p
                 15,
                 "the defender hearing that the case is taken",
             )
-            assert any(
-                t.startswith(f"You have case {ref}") for t in telegram.chat(BOB).sent_texts()
+            # Both messages come from one transaction but go out one after the other.
+            await until(
+                lambda: any(
+                    t.startswith(f"You have case {ref}") for t in telegram.chat(BOB).sent_texts()
+                ),
+                15,
+                "bob's case details",
             )
             process.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(process.wait(), 20) == 0
