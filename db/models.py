@@ -35,6 +35,9 @@ class Defender(Base):
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     address_ct: Mapped[bytes] = mapped_column(LargeBinary)
     session_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # When the unfinished intake form kept in the session expires (the durable draft timer);
+    # NULL when there is no draft.
+    draft_expires_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 

@@ -208,12 +208,18 @@ class Transaction:
                 "identity_hash",
             )  # a concurrent first message may have created it: then we lock theirs below
             row = (await self._s.execute(query)).scalar_one()
-        session = None
-        if row.session_ct is not None:
-            session = self._key("defender", row.id, row.wrapped_key).decrypt_json(
-                row.session_ct, field_context("defender", "session", row.id)
-            )
-        return DefenderView(id=row.id, session=session)
+        return DefenderView(id=row.id, session=self._session_of(row))
+
+    def _session_of(self, row: Defender, key: DataKey | None = None) -> dict[str, Any] | None:
+        """Decrypt the defender's stored session (None if there is none); ``key`` is the
+        row's unwrapped data key, when the caller already has it."""
+        if row.session_ct is None:
+            return None
+        key = key or self._key("defender", row.id, row.wrapped_key)
+        session: dict[str, Any] = key.decrypt_json(
+            row.session_ct, field_context("defender", "session", row.id)
+        )
+        return session
 
     async def _defender_row(self, defender_id: str) -> Defender:
         return (
@@ -221,9 +227,17 @@ class Transaction:
         ).scalar_one()
 
     async def defender_save_session(
-        self, defender_id: str, session: Mapping[str, Any] | None, now: datetime
+        self,
+        defender_id: str,
+        session: Mapping[str, Any] | None,
+        now: datetime,
+        draft_expires_at: datetime | None = None,
     ) -> None:
-        """Store the defender's conversation session, encrypted (None clears it)."""
+        """Store the defender's conversation session, encrypted (None clears it).
+
+        ``draft_expires_at`` is the draft timer, stored with the session in the same write:
+        every save replaces it, so a save without it (None) cancels any pending expiry.
+        """
         row = await self._defender_row(defender_id)
         key = self._key("defender", row.id, row.wrapped_key)
         row.session_ct = (
@@ -231,7 +245,30 @@ class Transaction:
             if session is None
             else key.encrypt_json(dict(session), field_context("defender", "session", row.id))
         )
+        row.draft_expires_at = None if draft_expires_at is None else to_millis(draft_expires_at)
         row.updated_at = to_millis(now)
+
+    async def defenders_with_expired_drafts(
+        self, now: datetime, limit: int = 100
+    ) -> list[tuple[str, dict[str, Any] | None]]:
+        """Return up to ``limit`` defenders whose draft timer is due (``draft_expires_at`` at
+        or before ``now``), most overdue first, each as (defender id, decrypted session).
+
+        The timer stays set: it ends only when the caller saves the session again. On
+        PostgreSQL the rows are locked (``FOR UPDATE SKIP LOCKED``), so several instances never
+        expire the same draft and a defender whose message is being processed is skipped; on
+        SQLite the write lock does that.
+        """
+        query = (
+            select(Defender)
+            .where(Defender.draft_expires_at <= to_millis(now))
+            .order_by(Defender.draft_expires_at, Defender.id)
+            .limit(limit)
+        )
+        if self._dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = await self._s.execute(query)
+        return [(row.id, self._session_of(row)) for row in rows.scalars()]
 
     async def defender_contact(self, defender_id: str) -> tuple[Address, dict[str, Any] | None]:
         """Return the defender's address and stored session (for their language)."""
@@ -240,10 +277,7 @@ class Transaction:
         channel, identity = key.decrypt_json(
             row.address_ct, field_context("defender", "address", row.id)
         )
-        session = None
-        if row.session_ct is not None:
-            session = key.decrypt_json(row.session_ct, field_context("defender", "session", row.id))
-        return Address(channel, identity), session
+        return Address(channel, identity), self._session_of(row, key)
 
     # -- cases ---------------------------------------------------------------------------
 

@@ -10,17 +10,28 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.conversation import engine
-from bot.conversation.model import FlowKind, FlowSet, StepType
+from bot.conversation.model import Flow, FlowKind, FlowSet
 from bot.core.messages import InboundMessage, Priority
 from bot.core.ports import Transaction
 from bot.core.records import CaseView, OutboxItem
 from bot.core.text import clean_input
 from bot.paging.service import CaseSummary, PagingService
-from bot.triage.rules import RuleSet, triage
+from bot.triage.rules import RuleSet, answer_flags, tier_rank, triage
 
 log = logging.getLogger(__name__)
 
+
+def _case_kind(kind: FlowKind) -> str:
+    """Cases are "sos" (the one-word alarm) or "intake" (anything asked through a form)."""
+    return "sos" if kind is FlowKind.SOS else "intake"
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
 MAX_CHAT_IDS = 300  # message ids remembered for clearing a chat (Telegram allows 48 h)
+# The answers that name what happened, most specific last: a page shows the last one given.
+PAGE_LABEL_STEPS = ("what", "situation", "threat_kind", "legal_kind", "incident")
 SCRUB_DELAY = timedelta(seconds=20)  # time to read the last answer before the chat is cleared
 
 
@@ -36,6 +47,7 @@ class ConversationService:
         scrub_channels: channels whose chats are cleared after an intake or SOS is stored.
         scrub_delay: how long after storing the chat is cleared (time to read the answer).
         signal_number: the bot's Signal number, offered to Telegram users as the safer way.
+        timing: when a quiet draft is questioned and when it expires.
     """
 
     def __init__(
@@ -49,7 +61,9 @@ class ConversationService:
         scrub_channels: Collection[str] = (),
         scrub_delay: timedelta = SCRUB_DELAY,
         signal_number: str | None = None,
+        timing: engine.Timing = engine.Timing(),
     ) -> None:
+        self._timing = timing
         self._scrub_channels = frozenset(scrub_channels)
         self._scrub_delay = scrub_delay
         self._warnings: dict[str, Callable[[str], str]] = {
@@ -76,10 +90,11 @@ class ConversationService:
         """
         sender = message.sender
         defender = await tx.defender_for(sender, now)
+        first_contact = defender.session is None
         if defender.session is not None:
             session = engine.Session.from_dict(defender.session)
         else:
-            session = engine.Session(language=self._default_language)
+            session = engine.Session(language=self._default_language, touched_at=_ms(now))
         cleaned = clean_input(message.text, self._max_chars)
         cases = await tx.cases_of_defender(defender.id)
         open_case = next((c for c in cases if c.status != "resolved"), None)
@@ -88,8 +103,10 @@ class ConversationService:
             truncated_to=self._max_chars if cleaned.truncated else None,
             open_case_ref=open_case.ref if open_case else None,
             button=message.button,
+            first_contact=first_contact,
+            language_hint=message.language_hint,
         )
-        result = engine.step(self._flows, session, step_input, now)
+        result = engine.step(self._flows, session, step_input, now, self._timing)
         session = result.session
         scrubbing = sender.channel in self._scrub_channels
         if scrubbing and message.platform_message_id is not None:
@@ -108,8 +125,11 @@ class ConversationService:
                     tx, defender.id, cases, effect, session, now, key
                 )
                 outgoing.append(engine.Reply(text))
-                if effect.kind is FlowKind.SOS and session.flow == effect.flow_id:
+                bound = effect.bind or effect.kind is FlowKind.SOS
+                if bound and session.flow is not None and effect.flow_id in session.path:
                     session = replace(session, case_ref=opened.ref)
+            elif isinstance(effect, engine.Retriage):
+                await self._retriage(tx, effect, now)
             elif isinstance(effect, engine.AddToCase):
                 target = await tx.case_by_ref(effect.ref)
                 if target is None:  # pragma: no cover - refs come from this defender's own cases
@@ -149,7 +169,38 @@ class ConversationService:
                 ),
                 now,
             )
-        await tx.defender_save_session(defender.id, session.to_dict(), now)
+        expires = now + self._timing.draft_expiry if session.has_draft else None
+        await tx.defender_save_session(
+            defender.id, session.to_dict(), now, draft_expires_at=expires
+        )
+
+    async def expire_drafts(self, tx: Transaction, now: datetime, limit: int = 100) -> int:
+        """Delete the drafts that have been quiet for the draft expiry; return how many.
+
+        Guarantees: only the draft goes (language and notices stay), and a case the draft
+        had already opened stays open. The engine applies the same expiry when a defender
+        writes before this sweep has run.
+        """
+        expired = await tx.defenders_with_expired_drafts(now, limit)
+        for defender_id, saved in expired:
+            if saved is None:
+                await tx.defender_save_session(defender_id, {}, now, draft_expires_at=None)
+                continue
+            session = engine.Session.from_dict(saved)
+            idle = session.idle()
+            await tx.defender_save_session(defender_id, idle.to_dict(), now, draft_expires_at=None)
+            await tx.log("draft.expired", now, actor="system")
+        return len(expired)
+
+    async def _retriage(self, tx: Transaction, effect: engine.Retriage, now: datetime) -> None:
+        """Raise an open case's tier when its answers now call for a more urgent one."""
+        case = await tx.case_by_ref(effect.ref)
+        if case is None or case.status == "resolved":
+            return
+        flows = [self._flows.flows[f] for f in effect.flow_ids if f in self._flows.flows]
+        result = triage(self._rules, answer_flags(flows, effect.answers, now.date()))
+        if tier_rank(result.tier) < tier_rank(case.tier):
+            await self._paging.raise_tier(tx, case, result.tier, result.reasons, now)
 
     async def _open_case(
         self,
@@ -163,21 +214,31 @@ class ConversationService:
     ) -> tuple[CaseView, str]:
         flow = self._flows.flows[effect.flow_id]
         if effect.kind is FlowKind.SOS and effect.repeat_key is not None:
-            active = next((c for c in cases if c.kind == "sos" and c.status != "resolved"), None)
+            active = next(
+                (
+                    c
+                    for c in cases
+                    if c.status != "resolved" and (c.kind == "sos" or c.tier == "critical")
+                ),
+                None,
+            )
             if active is not None:
                 await tx.log("case.sos_repeated", now, case_id=active.id, actor="defender")
                 await self._paging.relay(tx, active, "SOS", "SOS sent again", now, f"{key}:sos")
                 text = self._flows.text(session.language, effect.repeat_key, flow, ref=active.ref)
                 return active, text
-        result = triage(self._rules, effect.answers, effect.tier_floor)
+        flows = [self._flows.flows[f] for f in effect.flow_ids or (effect.flow_id,)]
+        flags = answer_flags(flows, effect.answers, now.date())
+        result = triage(self._rules, flags, effect.tier_floor)
         details = {
             "flow": effect.flow_id,
+            "flows": [f.id for f in flows],
             "kind": effect.kind.value,
             "answers": dict(effect.answers),
             "reasons": list(result.reasons),
             "language": session.language,
         }
-        case = await tx.case_open(defender_id, effect.kind.value, result.tier, details, now)
+        case = await tx.case_open(defender_id, _case_kind(effect.kind), result.tier, details, now)
         await tx.log(
             "case.opened", now, case_id=case.id, actor="defender", detail=f"tier={case.tier}"
         )
@@ -202,18 +263,25 @@ class CaseTexts:
         self._flows = flows
         self._default_language = default_language
 
+    def _flows_of(self, details: Mapping[str, Any]) -> list[Flow]:
+        ids = details.get("flows") or [details.get("flow")]
+        return [self._flows.flows[str(f)] for f in ids if str(f) in self._flows.flows]
+
     def describe(self, details: Mapping[str, Any], added: Sequence[tuple[str, str]]) -> CaseSummary:
         """Return the type and coarse place of a case for a page (never more than that)."""
-        language = self._default_language
         answers: Mapping[str, Any] = details.get("answers", {})
         if details.get("kind") == FlowKind.SOS.value:
             label = "SOS alert"
-        elif answers.get("what"):
-            flow = self._flows.flows[details["flow"]]
-            label = self._flows.text(language, f"what.{answers['what']}", flow)
         else:
             label = "Emergency intake (type not given)"
+            for flow in self._flows_of(details):
+                for step_id in PAGE_LABEL_STEPS:
+                    step = flow.steps.get(step_id)
+                    if step is not None and answers.get(step_id):
+                        label = engine.display(self._flows, flow, step, answers[step_id])
         place = answers.get("where") or next((v for k, v in reversed(added) if k == "where"), None)
+        if place is None:
+            place = next((v for k, v in reversed(added) if k.startswith("Where are you")), None)
         if place:
             place = " ".join(str(place).split())
             place = place if len(place) <= 60 else place[:59] + "…"
@@ -223,23 +291,15 @@ class CaseTexts:
         self, details: Mapping[str, Any], added: Sequence[tuple[str, str]]
     ) -> list[str]:
         """Return every answer and addition of a case, labelled, for the responder who has it."""
-        language = self._default_language
         lines: list[str] = []
-        flow = self._flows.flows.get(str(details.get("flow")))
         answers: Mapping[str, Any] = details.get("answers", {})
-        if flow is not None:
+        for flow in self._flows_of(details):
             for step_id, value in answers.items():
                 step = flow.steps.get(step_id)
                 if step is None:
                     continue
-                question = self._flows.text(language, step_id, flow).split("?")[0].split(".")[0]
-                if value is None:
-                    shown = "(skipped)"
-                elif step.type is StepType.CHOICE:
-                    shown = self._flows.text(language, f"{step_id}.{value}", flow)
-                else:
-                    shown = str(value)
-                lines.append(f"{question}: {shown}")
+                shown = engine.display(self._flows, flow, step, value)
+                lines.append(f"{engine.label(self._flows, flow, step)}: {shown}")
         reasons = details.get("reasons") or []
         if reasons:
             lines.append("Why this tier: " + "; ".join(reasons))

@@ -59,9 +59,30 @@ class Transaction(Protocol):
         ...
 
     async def defender_save_session(
-        self, defender_id: str, session: Mapping[str, Any] | None, now: datetime
+        self,
+        defender_id: str,
+        session: Mapping[str, Any] | None,
+        now: datetime,
+        draft_expires_at: datetime | None = None,
     ) -> None:
-        """Store the defender's conversation session, encrypted (None clears it)."""
+        """Store the defender's conversation session, encrypted (None clears it).
+
+        ``draft_expires_at`` is the draft timer, stored with the session in the same write:
+        every save replaces it, so a save without it (None) cancels any pending expiry.
+        """
+        ...
+
+    async def defenders_with_expired_drafts(
+        self, now: datetime, limit: int = 100
+    ) -> list[tuple[str, dict[str, Any] | None]]:
+        """Return up to ``limit`` defenders whose draft timer is due (``draft_expires_at`` at
+        or before ``now``), most overdue first, each as (defender id, decrypted session).
+
+        The timer stays set: it ends only when the caller saves the session again. On
+        PostgreSQL the rows are locked (``FOR UPDATE SKIP LOCKED``), so several instances never
+        expire the same draft and a defender whose message is being processed is skipped; on
+        SQLite the write lock does that.
+        """
         ...
 
     async def defender_contact(self, defender_id: str) -> tuple[Address, dict[str, Any] | None]:

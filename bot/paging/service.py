@@ -497,21 +497,56 @@ class PagingService:
         if tier == case.tier:
             return f"Case {case.ref} is already {tier.upper()}."
         why = parts[1] if len(parts) > 1 else ""
+        await self._set_tier(tx, case, tier, f"tier:{responder}", why, responder, now)
+        return f"Case {case.ref} is now {tier.upper()} (was {case.tier.upper()})."
+
+    async def raise_tier(
+        self, tx: Transaction, case: CaseView, tier: str, reasons: Sequence[str], now: datetime
+    ) -> None:
+        """Raise ``case`` to the more urgent ``tier`` because its answers now call for it:
+        an untaken case is paged afresh on the new tier's ladder, the responder who has it
+        is told. Guarantees the tier never goes down here (a lower ``tier`` is ignored)."""
+        if TIERS.index(tier) >= TIERS.index(case.tier):
+            return
+        why = "; ".join(reasons)
+        await self._set_tier(tx, case, tier, "tier:triage", why, "triage", now)
+        if case.status == "taken" and case.taken_by:
+            await queue_to_person(
+                tx,
+                self.directory.reachable_addresses(case.taken_by),
+                OutboxItem(
+                    idempotency_key=f"raise:{case.id}:{tier}",
+                    kind="notice",
+                    priority=Priority.URGENT,
+                    recipient=NOBODY,
+                    text=f"Case {case.ref} is now {tier.upper()}: {why}",
+                    case_id=case.id,
+                    responder=case.taken_by,
+                ),
+                now,
+            )
+
+    async def _set_tier(
+        self,
+        tx: Transaction,
+        case: CaseView,
+        tier: str,
+        label: str,
+        why: str,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        """Store the new tier (and why); an untaken case restarts paging on its ladder."""
         await tx.case_set_tier(case.id, tier, now)
         if why:
-            await tx.case_add_entry(case.id, f"tier:{responder}", why, now)
+            await tx.case_add_entry(case.id, label, why, now)
         await tx.log(
-            "case.retiered",
-            now,
-            case_id=case.id,
-            actor=responder,
-            detail=f"from={case.tier} to={tier}",
+            "case.retiered", now, case_id=case.id, actor=actor, detail=f"from={case.tier} to={tier}"
         )
         state = await tx.escalation_of(case.id)
         if case.status == "open" and state is not None and state.state in {"active", "exhausted"}:
             updated = await tx.case_by_id(case.id)
             await self.start(tx, updated, now)
-        return f"Case {case.ref} is now {tier.upper()} (was {case.tier.upper()})."
 
     async def _ack(
         self,
