@@ -21,7 +21,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Config
-from bot.conversation.loader import load_flows
+from bot.conversation.engine import Timing
+from bot.conversation.languages import LANGUAGE_NAMES
+from bot.conversation.loader import LanguageSettings, load_flows
 from bot.conversation.model import FlowSet
 from bot.conversation.service import CaseTexts, ConversationService
 from bot.core.clock import Clock
@@ -59,8 +61,18 @@ def flows_dir(config: Config) -> Path:
 def load_flow_data(config: Config) -> tuple[FlowSet, RuleSet]:
     """Load and validate the flows and triage rules (raises ``FlowError`` naming file and step)."""
     directory = flows_dir(config)
-    flows = load_flows(directory, config.flows.language)
+    flows = load_flows(directory, language_settings(config))
     return flows, load_rules(directory, flows)
+
+
+def language_settings(config: Config) -> LanguageSettings:
+    """The languages the config offers, each with its own name, and its alarm words."""
+    languages = config.languages
+    return LanguageSettings(
+        default=config.flows.language,
+        offered={code: LANGUAGE_NAMES.get(code, code) for code in languages.offered},
+        sos_words={code: tuple(words) for code, words in languages.sos_words.items()},
+    )
 
 
 def _entries(people: Iterable[Any]) -> list[ResponderEntry]:
@@ -207,8 +219,11 @@ class App:
 
     async def tick(self) -> int:
         """Advance due escalations (one transaction) and wake the sender; return steps fired."""
+        now = self.clock.now()
         async with self.store.transaction() as tx:
-            fired = await self.paging.tick(tx, self.clock.now())
+            fired = await self.paging.tick(tx, now)
+        async with self.store.transaction() as tx:
+            await self.conversations.expire_drafts(tx, now)
         if fired:
             self.wake()
         return fired
@@ -371,6 +386,10 @@ async def open_app(
         scrub_channels={"telegram"} if config.telegram.delete_after_intake else set(),
         scrub_delay=config.telegram.delete_delay,
         signal_number=config.signal.number if config.signal.enabled else None,
+        timing=Timing(
+            resume_after=config.languages.resume_after,
+            draft_expiry=config.languages.draft_expiry,
+        ),
     )
     sender = OutboxSender(store, channels, clock, lease=sender_lease or LEASE)
     return App(

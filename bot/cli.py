@@ -14,6 +14,8 @@ import click
 
 from bot.app import PROJECT_ROOT, flows_dir, load_flow_data
 from bot.config import Config, ConfigError, load_config
+from bot.conversation.checks import check_lengths, check_translations, extract
+from bot.conversation.graph import mermaid
 from bot.conversation.loader import FlowError
 from bot.errors import IntakeError
 from bot.observability import setup_logging
@@ -293,16 +295,51 @@ def flows() -> None:
 @flows.command("check")
 @config_option
 def flows_check(config_path: Path | None) -> None:
-    """Validate every flow, the shared texts and the triage rules; list every problem."""
+    """Validate every flow, the shared texts, the triage rules and every offered language's
+    translations and text lengths; list every problem with file, step and language."""
     config = _load(config_path, default_example=True)
+    where = flows_dir(config)
     try:
         loaded, rules = load_flow_data(config)
     except FlowError as exc:
-        raise click.ClickException(
-            f"{len(exc.problems)} problem(s) in {flows_dir(config)}:\n{exc}"
-        ) from None
+        raise click.ClickException(f"{len(exc.problems)} problem(s) in {where}:\n{exc}") from None
+    languages = config.languages.offered
+    problems = check_translations(loaded, where, languages) + check_lengths(loaded, languages)
+    if problems:
+        text = "\n".join(problems)
+        raise click.ClickException(f"{len(problems)} problem(s) in {where}:\n{text}")
     names = ", ".join(sorted(loaded.flows))
-    where = flows_dir(config)
     click.echo(
-        f"ok: {len(loaded.flows)} flows ({names}) and {len(rules.rules)} triage rules in {where}"
+        f"ok: {len(loaded.flows)} flows ({names}) and {len(rules.rules)} triage rules in "
+        f"{where}; languages: {', '.join(languages)}"
     )
+
+
+@flows.command("graph")
+@click.argument("flow_id")
+@config_option
+def flows_graph(flow_id: str, config_path: Path | None) -> None:
+    """Print a Mermaid diagram of flow FLOW_ID (paste it into any Mermaid viewer)."""
+    config = _load(config_path, default_example=True)
+    try:
+        loaded, _ = load_flow_data(config)
+    except FlowError as exc:
+        raise click.ClickException(f"the flows do not load:\n{exc}") from None
+    flow = loaded.flows.get(flow_id)
+    if flow is None:
+        raise click.ClickException(
+            f"there is no flow {flow_id!r}; flows: {', '.join(sorted(loaded.flows))}"
+        )
+    click.echo(mermaid(loaded, flow))
+
+
+@flows.command("extract")
+@config_option
+def flows_extract(config_path: Path | None) -> None:
+    """Write the translation template (locale/intake.pot) from the English texts."""
+    config = _load(config_path, default_example=True)
+    try:
+        loaded, _ = load_flow_data(config)
+    except FlowError as exc:
+        raise click.ClickException(f"the flows do not load:\n{exc}") from None
+    click.echo(f"wrote {extract(loaded, flows_dir(config))}")

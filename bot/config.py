@@ -43,6 +43,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from bot.conversation.languages import DEFAULT_SOS_WORDS
 from bot.paging.rota import ALL_DAYS, Override, Rota, from_wall, on_call
 
 __all__ = [
@@ -524,6 +525,51 @@ class FlowsConfig(_Model):
                 f'expected a language code like "en", "fa" or "pt-BR", got {_toml_repr(value)}'
             )
         return value
+
+
+class LanguagesConfig(_Model):
+    """Which languages are offered and which words raise an alarm in each.
+
+    Guarantees: `offered` is non-empty, has no duplicates, and contains the `[flows]`
+    language (checked by `Config`); every `sos_words` list is non-empty; `SOS` itself works in
+    every language whatever is listed.
+    """
+
+    offered: tuple[StrictStr, ...] = ("en", "es", "fr", "ar", "ru", "fa", "pt", "tr")
+    sos_words: dict[StrictStr, tuple[StrictStr, ...]] = Field(
+        default_factory=lambda: {k: tuple(v) for k, v in DEFAULT_SOS_WORDS.items()}
+    )
+    resume_after: timedelta = timedelta(minutes=30)
+    draft_expiry: timedelta = timedelta(hours=24)
+
+    @field_validator("offered")
+    @classmethod
+    def _check_offered(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError('list at least one language, e.g. offered = ["en"]')
+        for code in value:
+            if not _LANGUAGE_RE.fullmatch(code):
+                raise ValueError(f'expected language codes like "en", got {_toml_repr(code)}')
+        if len(set(value)) != len(value):
+            raise ValueError("a language is listed twice")
+        return value
+
+    @field_validator("sos_words")
+    @classmethod
+    def _check_sos_words(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for code, words in value.items():
+            if not words or not all(w.strip() for w in words):
+                raise ValueError(f"sos_words.{code} must list at least one non-empty word")
+        return value
+
+    @field_validator("resume_after", "draft_expiry", mode="before")
+    @classmethod
+    def _parse_durations(cls, value: object) -> object:
+        return _parse_duration_value(value, "30m")
+
+    @field_serializer("resume_after", "draft_expiry", when_used="json")
+    def _serialize_durations(self, value: timedelta) -> str:
+        return format_duration(value)
 
 
 class LimitsConfig(_Model):
@@ -1230,6 +1276,7 @@ _SECTIONS = (
     "database",
     "keys",
     "flows",
+    "languages",
     "limits",
     "logging",
     "telegram",
@@ -1435,6 +1482,7 @@ class Config(_Model):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     keys: KeysConfig = Field(default_factory=KeysConfig)
     flows: FlowsConfig = Field(default_factory=FlowsConfig)
+    languages: LanguagesConfig = Field(default_factory=LanguagesConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
@@ -1468,6 +1516,15 @@ class Config(_Model):
         self, value: Mapping[Tier, PagingPolicy], handler: SerializerFunctionWrapHandler
     ) -> Any:
         return handler(dict(value))
+
+    @model_validator(mode="after")
+    def _check_default_language(self) -> Config:
+        if self.flows.language not in self.languages.offered:
+            raise ValueError(
+                f"flows.language {_toml_repr(self.flows.language)} must be one of "
+                f"languages.offered ({', '.join(self.languages.offered)})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:

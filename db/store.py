@@ -123,6 +123,10 @@ class Transaction:
             "text": message.text,
             "dedup_key": message.dedup_key,
             "received_at": to_millis(message.received_at),
+            "aliases": [[a.channel, a.identity] for a in message.aliases],
+            "platform_message_id": message.platform_message_id,
+            "button": message.button,
+            "language_hint": message.language_hint,
         }
         inserted = await self._insert_ignore(
             Inbox,
@@ -140,7 +144,8 @@ class Transaction:
         return row_id if inserted else None
 
     async def inbox_pending(self, limit: int = 100) -> list[tuple[str, InboundMessage]]:
-        """Return unprocessed inbox messages, oldest first."""
+        """Return unprocessed inbox messages, oldest first, exactly as they were received
+        (button presses, chat message ids and language hints included)."""
         rows = (
             await self._s.execute(
                 select(Inbox).where(Inbox.state == "pending").order_by(Inbox.id).limit(limit)
@@ -157,6 +162,10 @@ class Transaction:
                 text=data["text"],
                 dedup_key=data["dedup_key"],
                 received_at=from_millis(data["received_at"]),
+                aliases=tuple(Address(c, i) for c, i in data.get("aliases") or ()),
+                platform_message_id=data.get("platform_message_id"),
+                button=data.get("button"),
+                language_hint=data.get("language_hint"),
             )
             result.append((row.id, message))
         return result

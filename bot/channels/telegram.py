@@ -163,6 +163,7 @@ def _map_update(raw: object, now: datetime) -> _Mapped:
                 dedup_key=key,
                 received_at=now,
                 platform_message_id=None if message_id is None else str(message_id),
+                language_hint=_language_code(_dict(message.get("from"))),
             ),
         )
     if "callback_query" in update:
@@ -190,11 +191,20 @@ def _map_update(raw: object, now: datetime) -> _Mapped:
                 received_at=now,
                 platform_message_id=None if message_id is None else str(message_id),
                 button=data,
+                language_hint=_language_code(user),
             ),
             callback_id=callback_id,
         )
     kind = next((name for name in _OTHER_KINDS if name in update), "other")
     return _Mapped(update_id, ignored=kind)
+
+
+def _language_code(user: dict[str, Any] | None) -> str | None:
+    """The IETF language tag of the user's Telegram app, if it looks like one."""
+    code = user.get("language_code") if user else None
+    if isinstance(code, str) and 2 <= len(code) <= 12 and code.replace("-", "").isalnum():
+        return code
+    return None
 
 
 # ---------------------------------------------------------------------------- sending

@@ -13,10 +13,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from bot.conversation import engine
-from bot.conversation.i18n import LOCALE_DIR, Entry, po_path, read_catalog, template
-from bot.conversation.loader import CATALOG_FILE, QUESTIONS_FILE, WORD_KEYS, placeholders
-from bot.conversation.model import Flow, FlowSet, StepType
+from bot.conversation.i18n import (
+    LOCALE_DIR,
+    Entry,
+    po_path,
+    read_catalog,
+    template,
+    write_catalog,
+)
 from bot.conversation.languages import SOURCE_LANGUAGE
+from bot.conversation.loader import CATALOG_FILE, QUESTIONS_FILE, WORD_KEYS, placeholders
+from bot.conversation.model import Flow, FlowSet, Step, StepType
 
 # The longest message each platform shows whole: Telegram refuses more than 4096 characters;
 # Signal clients fold anything past 2000 bytes into a "read more" attachment.
@@ -48,16 +55,12 @@ def entries(flows: FlowSet) -> list[Entry]:
 
 def extract(flows: FlowSet, directory: Path) -> Path:
     """Write the template ``locale/intake.pot`` from the English sources; return its path."""
-    from bot.conversation.i18n import write_catalog
-
     path = directory / LOCALE_DIR / "intake.pot"
     write_catalog(path, template(entries(flows)))
     return path
 
 
-def check_translations(
-    flows: FlowSet, directory: Path, languages: Iterable[str]
-) -> list[str]:
+def check_translations(flows: FlowSet, directory: Path, languages: Iterable[str]) -> list[str]:
     """Return every translation problem of ``languages``, each naming the .po file, the flow
     and step (or catalog key) and the language."""
     problems: list[str] = []
@@ -103,7 +106,7 @@ def check_lengths(flows: FlowSet, languages: Iterable[str]) -> list[str]:
         for flow in flows.flows.values():
             for current in _questions(flow):
                 session = replace(engine.Session(language=language), flow=flow.id)
-                _, reply = engine._ask(flows, flow, current, session)  # noqa: SLF001
+                _, reply = engine._ask(flows, flow, current, session)
                 for platform, limit in PLATFORM_LIMITS.items():
                     size = len(reply.text.encode()) if platform == "signal" else len(reply.text)
                     if size > limit:
@@ -113,7 +116,7 @@ def check_lengths(flows: FlowSet, languages: Iterable[str]) -> list[str]:
                             f"more than {platform} shows ({limit})"
                         )
                 for choice in reply.choices:
-                    if len(choice.label) > BUTTON_LIMIT:
+                    if len(_visible(choice.label)) > BUTTON_LIMIT:
                         problems.append(
                             f"{flow.source}: step {current.id!r} [{language}]: the button "
                             f"{choice.label[:30]!r}… is longer than {BUTTON_LIMIT} characters"
@@ -121,7 +124,12 @@ def check_lengths(flows: FlowSet, languages: Iterable[str]) -> list[str]:
     return problems
 
 
-def _questions(flow: Flow) -> Iterator[engine.Step]:
+def _visible(text: str) -> str:
+    """The text without the invisible directional isolates added for right-to-left texts."""
+    return text.translate({cp: None for cp in range(0x2066, 0x206A)})
+
+
+def _questions(flow: Flow) -> Iterator[Step]:
     for current in flow.steps.values():
         if current.type not in (StepType.END, StepType.OPEN):
             yield current

@@ -503,7 +503,9 @@ def _resume_answer(
         )
     if folded == "2" or folded in flows.words(session.language, "no_words"):
         return _start_intake(flows, session.idle(), before)
-    return StepResult(session, (*before, Reply(flows.text(session.language, "out_of_range", max=2))))
+    return StepResult(
+        session, (*before, Reply(flows.text(session.language, "out_of_range", max=2)))
+    )
 
 
 def _button(
@@ -695,10 +697,10 @@ def _answer(
         return StepResult(
             session, (*before, Reply(flows.text(language, "out_of_range", max=count)))
         )
-    if current.type is StepType.TEXT and answer is not None and current.max_length:
-        if len(answer) > current.max_length:
-            answer = answer[: current.max_length]
-            before = [*before, Reply(flows.text(language, "truncated", limit=current.max_length))]
+    limit = current.max_length
+    if current.type is StepType.TEXT and answer is not None and limit and len(answer) > limit:
+        answer = answer[:limit]
+        before = [*before, Reply(flows.text(language, "truncated", limit=limit))]
     return _record(flows, flow, session, current, answer, before, now)
 
 
@@ -708,9 +710,7 @@ def display(flows: FlowSet, flow: Flow, current: Step, answer: str | None) -> st
     if answer is None:
         return "(skipped)"
     if current.type in (StepType.CHOICE, StepType.MULTI):
-        return ", ".join(
-            flows.text(language, f"{current.key}.{o}", flow) for o in selected(answer)
-        )
+        return ", ".join(flows.text(language, f"{current.key}.{o}", flow) for o in selected(answer))
     if current.type is StepType.YESNO:
         return flows.text(language, f"option.{answer}")
     return answer

@@ -286,8 +286,10 @@ def _load_catalog(path: Path, settings: LanguageSettings, problems: list[str]) -
     words: dict[str, str] = {}
     for key in WORD_KEYS:
         value = table.get(key)
-        if not isinstance(value, list) or not value or not all(
-            isinstance(w, str) and w.strip() and "," not in w for w in value
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(w, str) and w.strip() and "," not in w for w in value)
         ):
             problems.append(f"{path}: [text.en] {key!r} must be a list of words (no commas)")
             continue
@@ -310,9 +312,7 @@ def _load_catalog(path: Path, settings: LanguageSettings, problems: list[str]) -
     )
 
 
-def _load_questions(
-    path: Path, problems: list[str]
-) -> tuple[dict[str, Step], dict[str, str]]:
+def _load_questions(path: Path, problems: list[str]) -> tuple[dict[str, Step], dict[str, str]]:
     """Load the shared question library: steps without a ``next``, with their texts."""
     if not path.is_file():
         return {}, {}
@@ -356,7 +356,7 @@ def _text_keys(step: Step) -> dict[str, set[str]]:
         return {step.key: END_PARAMS[step.outcome] if step.outcome else set()}
     if step.type is StepType.OPEN:
         return {step.key: set(OPEN_PARAMS)}
-    keys = {step.key: set()}
+    keys: dict[str, set[str]] = {step.key: set()}
     for option in step.options:
         keys[f"{step.key}.{option}"] = set()
     return keys
@@ -517,12 +517,10 @@ def _load_step(
     if not isinstance(step_id, str) or not _SLUG.match(step_id):
         problems.append(f"{label}: 'id' must be a lowercase slug (letters, digits, _)")
         return None
-    if base is not None:
-        step = replace(base, id=step_id, text_key=base.id)
-    else:
-        step = _own_step(label, step_id, item, problems)
-        if step is None:
-            return None
+    own = _own_step(label, step_id, item, problems) if base is None else None
+    step = replace(base, id=step_id, text_key=base.id) if base is not None else own
+    if step is None:
+        return None
     branches: tuple[Branch, ...] = ()
     outcome: Outcome | None = None
     if step.type is StepType.END:
@@ -548,7 +546,9 @@ def _load_step(
     return replace(step, branches=branches, append=append, outcome=outcome)
 
 
-def _own_step(label: str, step_id: str, item: Mapping[str, Any], problems: list[str]) -> Step | None:
+def _own_step(
+    label: str, step_id: str, item: Mapping[str, Any], problems: list[str]
+) -> Step | None:
     """Build a step from its own keys (not from the library)."""
     try:
         step_type = StepType(str(item.get("type")))
@@ -613,12 +613,12 @@ def _own_step(label: str, step_id: str, item: Mapping[str, Any], problems: list[
             for entry in raw_windows:
                 days = entry.get("days") if isinstance(entry, dict) else None
                 flag = entry.get("flag") if isinstance(entry, dict) else None
-                if not isinstance(days, int) or not 0 <= days <= 366 or not (
-                    isinstance(flag, str) and _FLAG.match(flag)
+                if (
+                    not isinstance(days, int)
+                    or not 0 <= days <= 366
+                    or not (isinstance(flag, str) and _FLAG.match(flag))
                 ):
-                    problems.append(
-                        f"{label}: each window needs days (0-366) and a flag name"
-                    )
+                    problems.append(f"{label}: each window needs days (0-366) and a flag name")
                     continue
                 windows.append(DateWindow(days, flag))
     max_length: int | None = None

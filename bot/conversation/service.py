@@ -29,7 +29,9 @@ def _case_kind(kind: FlowKind) -> str:
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
+
 MAX_CHAT_IDS = 300  # message ids remembered for clearing a chat (Telegram allows 48 h)
+DEFAULT_TIMING = engine.Timing()
 # The answers that name what happened, most specific last: a page shows the last one given.
 PAGE_LABEL_STEPS = ("what", "situation", "threat_kind", "legal_kind", "incident")
 SCRUB_DELAY = timedelta(seconds=20)  # time to read the last answer before the chat is cleared
@@ -61,7 +63,7 @@ class ConversationService:
         scrub_channels: Collection[str] = (),
         scrub_delay: timedelta = SCRUB_DELAY,
         signal_number: str | None = None,
-        timing: engine.Timing = engine.Timing(),
+        timing: engine.Timing = DEFAULT_TIMING,
     ) -> None:
         self._timing = timing
         self._scrub_channels = frozenset(scrub_channels)

@@ -43,6 +43,7 @@ class InboundMessage:
         platform_message_id: the platform's id of the message in its chat (Telegram
             ``message_id``), so the conversation can be deleted from the chat later.
         button: the data of the inline button pressed, if this is a button press.
+        language_hint: the language the sender's app is set to (Telegram ``language_code``).
     """
 
     sender: Address
@@ -52,6 +53,7 @@ class InboundMessage:
     aliases: tuple[Address, ...] = ()
     platform_message_id: str | None = None
     button: str | None = None
+    language_hint: str | None = None
 
     def __repr__(self) -> str:
         return f"InboundMessage(channel={self.sender.channel!r}, dedup_key=<redacted>)"
