@@ -25,6 +25,10 @@ url = "{url}"
 [keys]
 dir = "{keys}"
 
+# One language: the language offer on first contact has its own tests (test_languages.py).
+[languages]
+offered = ["en"]
+
 [[responders]]
 name = "alice"
 console = true

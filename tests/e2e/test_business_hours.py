@@ -10,6 +10,7 @@ import pytest
 
 from bot.core.clock import FakeClock
 from tests.harness import TEST_CONFIG, Harness
+from tests.walks import LOW_ADVICE
 
 LOW_IN_HOURS = TEST_CONFIG.replace(
     '[paging.low]\nsteps = [{{ notify = ["carol"], wait = "8h" }}]',
@@ -41,7 +42,7 @@ async def monday(tmp_path: Path, pg_database: str | None) -> AsyncIterator[Harne
 
 async def low_intake(h: Harness) -> None:
     """A defender asks for advice about something past: a low case."""
-    for answer in ("/start", "7", "4", "skip", "5", "yes"):
+    for answer in LOW_ADVICE:
         await h.say(answer)
     h.inbox.clear()
 

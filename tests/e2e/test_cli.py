@@ -167,10 +167,27 @@ def test_help_explains_every_subcommand_and_option() -> None:
 
 
 def test_flows_check_passes_on_the_shipped_flows() -> None:
-    """`intake flows check` validates the shipped flows and triage rules."""
+    """`intake flows check` validates the shipped flows, triage rules and all eight
+    languages' translations and lengths."""
     result = run(["flows", "check"])
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok: 2 flows (intake, sos) and 12 triage rules")
+    assert result.stdout.startswith("ok: 11 flows (attack, danger_now, detention, digital, ")
+    assert result.stdout.rstrip().endswith("languages: en, es, fr, ar, ru, fa, pt, tr")
+
+
+def test_flows_graph_prints_mermaid_and_names_unknown_flows() -> None:
+    """`intake flows graph detention` prints a Mermaid flowchart with the page-first branch;
+    an unknown flow is one sentence listing the real ones."""
+    result = run(["flows", "graph", "detention"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "flowchart TD"
+    assert "    s_when -->|when = now/day/skipped| s_alerting" in lines
+    assert any(line.startswith('    s_alerting[["alerting (open)') for line in lines)
+    wrong = run(["flows", "graph", "nope"])
+    assert wrong.returncode == 1
+    assert "there is no flow 'nope'; flows: attack, danger_now" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
 
 
 def test_run_refuses_the_example_and_development_keys(tmp_path: Path) -> None:

@@ -76,20 +76,27 @@ async def test_a_conversation_resumes_after_a_restart(tmp_path: Path) -> None:
     h = await Harness.create(tmp_path)
     try:
         await h.say("/start")
-        await h.say("1")
-        await h.say("1")
+        await h.say("9")  # something else or advice
+        await h.say("Border guards keep my passport")
         h.inbox.clear()
         await h.restart()
         await h.say("Grodno")
         h.expect("defender", "What help do you need")
-        await h.say("1")
-        h.expect("defender", "May we store")
+        await h.say("1 2")
+        h.expect("defender", "What human rights work")
+        for _ in range(3):
+            await h.say("skip")
+            h.inbox["defender"].clear()
         await h.say("yes")
-        ref = h.expect_page("alice")
+        ref = h.expect_page("carol", tier="MEDIUM")  # relocation help asked for
         h.expect("defender", ref)
-        await h.say(f"ack {ref}", who="alice")
-        details = h.inbox["alice"].pop(0)
-        assert "Detention or arrest" in details and "Grodno" in details
+        await h.say(f"ack {ref}", who="carol")
+        details = h.inbox["carol"].pop(0)
+        assert "Why this tier: relocation needed" in details
+        assert "Border guards keep my passport" in details and "Grodno" in details
+        assert (
+            "What help do you need: A lawyer or legal aid, Relocation to a safer place" in details
+        )
         h.inbox.clear()
     finally:
         await h.stop()

@@ -12,6 +12,7 @@ import pytest
 
 from bot.core.messages import Address
 from tests.harness import Harness
+from tests.walks import HIGH_THREAT
 
 CONFIG = """
 [database]
@@ -19,6 +20,9 @@ url = "{url}"
 
 [keys]
 dir = "{keys}"
+
+[languages]
+offered = ["en"]
 
 [[responders]]
 name = "alice"
@@ -117,7 +121,7 @@ async def test_stored_intake_clears_the_telegram_chat(h: Harness) -> None:
     """After the intake is stored, a scrub deletes the defender's messages and ours from the
     Telegram chat and leaves a neutral note with the reference."""
     ids = iter(range(1, 100))
-    for text in ("/start", "3", "2", "Minsk", "4", "yes"):
+    for text in HIGH_THREAT:
         await h.say(text, who=TG_DEFENDER, platform_message_id=str(next(ids)))
     ref = h.expect_page("222000222", tier="HIGH")
     h.inbox.clear()
@@ -125,10 +129,11 @@ async def test_stored_intake_clears_the_telegram_chat(h: Harness) -> None:
     assert telegram.scrubs == []
     await h.advance(timedelta(seconds=21))
     (scrub,) = telegram.scrubs
-    assert scrub.text.startswith(f"Received — reference {ref}. For your safety this chat was")
-    inbound = {str(n) for n in range(1, 7)}
+    assert scrub.text.startswith(f"Received. Reference {ref}. For your safety this chat was")
+    inbound = {str(n) for n in range(1, len(HIGH_THREAT) + 1)}
     assert inbound <= set(scrub.delete_ids)
-    assert len(scrub.delete_ids) >= 6 + 8  # and what we sent: warning, intro, questions, thanks
+    # and what we sent: the warning, the intro and every question
+    assert len(scrub.delete_ids) >= 2 * len(HIGH_THREAT) + 1
     await h.say(f"ack {ref}", who="telegram:222000222")
     h.inbox.clear()
     await h.advance(timedelta(minutes=1))

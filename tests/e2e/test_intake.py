@@ -1,5 +1,6 @@
-"""The emergency intake through the real app: triage decides the ladder, consent decides
-whether anything is stored."""
+"""The emergency intake through the real app: the menu leads to a situation's questions,
+triage decides the ladder, the most urgent flows page first and ask after, and consent
+decides whether anything else is stored."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from bot.core.messages import Address
 from db.models import Case, Defender
 from tests.harness import Harness
+from tests.walks import HIGH_THREAT
+
+MENU = r"What is happening\?\n1\. Someone is in danger RIGHT NOW"
 
 
 async def start_intake(h: Harness, first: str = "/start") -> None:
-    """Open the intake and consume its intro and first question."""
+    """Open the intake and consume its intro and menu."""
     await h.say(first)
     h.expect("defender", "emergency line")
-    h.expect("defender", r"What is happening\?\n1\. Detention or arrest")
+    h.expect("defender", MENU)
 
 
 async def count_cases(h: Harness) -> int:
@@ -25,63 +30,111 @@ async def count_cases(h: Harness) -> int:
         return int((await conn.execute(select(func.count()).select_from(Case))).scalar_one())
 
 
-async def test_full_intake_with_consent_opens_a_triaged_case(harness: Harness) -> None:
-    """Detention now + consent: a critical case, alice paged with type and place."""
+async def walk(h: Harness, answers: list[tuple[str, str]]) -> None:
+    """Say each answer and expect the next prompt."""
+    for answer, next_prompt in answers:
+        await h.say(answer)
+        h.expect("defender", next_prompt)
+
+
+async def test_danger_now_pages_after_one_answer_then_adds_the_rest(harness: Harness) -> None:
+    """ "Someone is in danger right now": the critical page goes out on the menu answer; each
+    later answer reaches the paged responder and the case; the end thanks with the ref."""
     await start_intake(harness)
-    for answer, next_prompt in [
-        ("1", "When is it happening"),
-        ("1", "Where are you, roughly"),
-        ("Gomel, Belarus", "What help do you need"),
-        ("legal aid", "May we store what you told us"),
-    ]:
-        await harness.say(answer)
-        harness.expect("defender", next_prompt)
-    await harness.say("yes")
+    await harness.say("1")
     ref = harness.expect_page("alice")
-    harness.expect("defender", rf"Thank you\. Your case reference is {ref}\.")
     assert await count_cases(harness) == 1
+    harness.expect("defender", rf"Responders are being alerted now\. Your case reference is {ref}")
+    harness.expect("defender", r"What is happening\?\n1\. Arrest or detention")
+    await harness.say("2")  # abduction
+    harness.expect("alice", rf"^Case {ref} — the defender added \(What is happening\):\nAbduction")
+    harness.expect("defender", "Who is at risk")
+    await walk(
+        harness,
+        [
+            ("2", "Where, roughly"),
+            ("Gomel, Belarus", "Where is the person held"),
+        ],
+    )
+    harness.expect("alice", r"\(Who is at risk\):\nA colleague")
+    harness.expect("alice", r"\(Where, roughly\):\nGomel, Belarus")
+    for answer in ("unknown", "1", "1", "0", "Signal, evenings", "yes"):
+        await harness.say(answer)
+        harness.inbox["alice"].clear()
+        harness.inbox["defender"].pop(0)
+    await harness.say("no")
+    harness.expect("defender", rf"Thank you\. All of this was added to your case {ref}\.")
+    harness.expect("alice", r"\(May we share your case with trusted partner(.|\n)*\nNo$")
     await harness.say(f"ack {ref}", who="alice")
     details = harness.inbox["alice"].pop(0)
-    assert "What is happening: Detention or arrest" in details
-    assert "Where are you, roughly: Gomel, Belarus" in details
-    assert "Why this tier: detention or physical attack happening now" in details
+    assert "What is happening: Someone is in danger RIGHT NOW" in details
+    assert "Why this tier: detention, abduction, attack or raid happening now" in details
+    assert "Added (Is a phone or computer of the person at risk in someone else's hands)" in details
     harness.expect("defender", "A responder has your case")
+    assert await count_cases(harness) == 1
+
+
+async def test_detention_in_the_last_day_pages_on_the_second_answer(harness: Harness) -> None:
+    """Arrest in the last 24 hours: critical after two answers (menu, when); arrests that are
+    older go through the whole form and need consent."""
+    await start_intake(harness)
+    await harness.say("2")
+    harness.expect("defender", r"When was the person arrested or taken\?")
+    await harness.say("2")
+    ref = harness.expect_page("alice")
+    harness.expect("defender", rf"Your case reference is {ref}")
+    harness.expect("defender", "Who is at risk")
 
 
 async def test_page_shows_type_and_coarse_place(harness: Harness) -> None:
-    """The page names the incident type and where, and nothing else the defender said."""
-    await start_intake(harness, "help me please")
-    for answer in ("2", "1", "Khartoum", "3"):
+    """A form-first case: the page names the most specific type and where, nothing else."""
+    for answer in HIGH_THREAT:
         await harness.say(answer)
         harness.inbox["defender"].clear()
-    await harness.say("1")
-    page = harness.inbox["alice"].pop(0).split("\n")
-    assert page[1:] == ["Physical attack · Khartoum", f"Reply: ack {page[0][-4:]}"]
-    harness.inbox["defender"].clear()
+    page = harness.inbox["bob"].pop(0).split("\n")
+    assert page[1:] == ["A death threat · Kharkiv", f"Reply: ack {page[0][-4:]}"]
 
 
 async def test_threat_in_last_day_goes_to_the_high_ladder(harness: Harness) -> None:
-    """A threat in the last 24 h is 'high': bob is paged first, carol after 10 minutes."""
-    await start_intake(harness)
-    for answer in ("3", "2", "skip", "0"):
+    """A death threat is 'high': bob is paged first, carol after 10 minutes."""
+    for answer in HIGH_THREAT:
         await harness.say(answer)
-        harness.inbox["defender"].clear()
-    await harness.say("y")
     ref = harness.expect_page("bob", tier="HIGH")
-    harness.expect("defender", ref)
+    harness.inbox["defender"].clear()
     await harness.advance(timedelta(minutes=10))
     harness.expect_page("carol", tier="HIGH")
+    await harness.say(f"ack {ref}", who="carol")
+    details = harness.inbox["carol"].pop(0)
+    harness.expect("bob", f"Case {ref} was taken by carol")
+    assert "Why this tier: death threat; a threat the defender believes can be carried" in details
+    assert "May we share your case with trusted partner organisations" in details
+    harness.inbox["defender"].clear()
 
 
-async def test_upcoming_date_asks_which_date(harness: Harness) -> None:
-    """'On an upcoming date' leads to the date question (a conditional next step)."""
+async def test_hearing_date_within_two_days_is_high(harness: Harness) -> None:
+    """A summons read as a date two days ahead sets 'hearing within 48 hours'; a date that
+    cannot be read is asked again kindly, and multi-select needs take several numbers."""
     await start_intake(harness)
-    await harness.say("4")
-    harness.expect("defender", "When is it happening")
-    await harness.say("3")
-    harness.expect("defender", r"Which date\?")
-    await harness.say("/cancel")
-    harness.expect("defender", "What you typed in this form has been deleted")
+    await walk(harness, [("5", r"What is it\?"), ("1", "When is the next date")])
+    await harness.say("the 31st of Smarch")
+    harness.expect("defender", "I could not read that date")
+    today = harness.clock.now().date()
+    when = today + timedelta(days=2)
+    await harness.say(f"{when.day}/{when.month}")
+    harness.expect("defender", "What are the charges")
+    for answer in ("unknown", "no", "1", "Baku", "1", "1 3", "skip", "skip", "skip", "skip"):
+        await harness.say(answer)
+        harness.inbox["defender"].clear()
+    for answer in ("yes", "no", "no", "no"):
+        await harness.say(answer)
+    ref = harness.expect_page("bob", tier="HIGH")
+    harness.inbox["defender"].clear()
+    await harness.say(f"ack {ref}", who="bob")
+    details = harness.inbox["bob"].pop(0)
+    assert f"When is the next date (summons, hearing or trial): {when.isoformat()}" in details
+    assert "hearing or summons within 48 hours" in details
+    assert "What help do you need: A lawyer or legal aid, Medical help" in details
+    harness.inbox["defender"].clear()
 
 
 async def test_no_consent_stores_nothing_and_says_where_else_to_get_help(
@@ -90,7 +143,7 @@ async def test_no_consent_stores_nothing_and_says_where_else_to_get_help(
     """Without consent no case exists, the draft is gone, and the defender is told about SOS
     and other help."""
     await start_intake(harness)
-    for answer in ("5", "4", "Tbilisi", "4"):
+    for answer in ("9", "My office is watched", "Tbilisi", "0", "skip", "skip", "skip"):
         await harness.say(answer)
         harness.inbox["defender"].clear()
     await harness.say("no")
@@ -101,8 +154,6 @@ async def test_no_consent_stores_nothing_and_says_where_else_to_get_help(
         rows = (await tx._s.execute(select(Defender))).scalars().all()
     assert len(rows) == 1
     async with harness.app.store.transaction() as tx:
-        from bot.core.messages import Address
-
         defender = await tx.defender_for(Address("console", "defender"), harness.clock.now())
     assert defender.session is not None and defender.session["answers"] == {}
 
@@ -144,18 +195,46 @@ async def test_bad_input_gets_kind_answers(harness: Harness) -> None:
     await harness.say("")
     harness.expect("defender", "arrived empty")
     await start_intake(harness)
-    await harness.say("9")
-    harness.expect("defender", r"^Please reply with a number from 1 to 7\.$")
+    await harness.say("10")
+    harness.expect("defender", r"^Please reply with a number from 1 to 9\.$")
     await harness.say("/frobnicate")
     harness.expect("defender", "I do not know the command /frobnicate")
     harness.expect("defender", "What is happening")
-    await harness.say("1\x00\x07")
-    harness.expect("defender", "When is it happening")
-    await harness.say("1")
-    harness.expect("defender", "Where are you")
+    await harness.say("9\x00\x07")
+    harness.expect("defender", "Tell us briefly what is happening")
     await harness.say("x" * 100_000)
     harness.expect("defender", "kept only the first 2000 characters")
-    harness.expect("defender", "What help do you need")
+    harness.expect("defender", "kept only the first 1000 characters")
+    harness.expect("defender", "Where, roughly")
     await harness.say("/help")
     harness.expect("defender", "Send SOS at any time")
-    harness.expect("defender", "What help do you need")
+    harness.expect("defender", "Where, roughly")
+
+
+async def test_a_quiet_draft_asks_before_going_on_and_expires_after_a_day(
+    harness: Harness,
+) -> None:
+    """Back after 40 minutes: asked whether to continue (the question on screen may be
+    stale); after 24 hours of silence the sweep deletes the draft, and the defender who
+    writes again starts afresh and is told why."""
+    await start_intake(harness)
+    await harness.say("9")
+    harness.expect("defender", "Tell us briefly")
+    await harness.advance(timedelta(minutes=40))
+    await harness.say("They came back")
+    harness.expect("defender", r"You started a form earlier(.|\n)*1\. Continue where I stopped")
+    await harness.say("1")
+    harness.expect("defender", "Tell us briefly")
+    await harness.say("They came back")
+    harness.expect("defender", "Where, roughly")
+    await harness.advance(timedelta(hours=23, minutes=59))
+    harness.expect_nothing()
+    await harness.advance(timedelta(minutes=2))
+    assert harness.app is not None
+    async with harness.app.store.transaction() as tx:
+        defender = await tx.defender_for(Address("console", "defender"), harness.clock.now())
+    assert defender.session is not None
+    assert defender.session["answers"] == {} and defender.session["flow"] is None
+    await harness.say("hello")
+    harness.expect("defender", "emergency line")
+    harness.expect("defender", MENU)

@@ -34,6 +34,9 @@ url = "{url}"
 [keys]
 dir = "{keys}"
 
+[languages]
+offered = ["en"]
+
 [[responders]]
 name = "alice"
 signal = "+4915550001"

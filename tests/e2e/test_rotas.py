@@ -19,6 +19,9 @@ url = "{url}"
 [keys]
 dir = "{keys}"
 
+[languages]
+offered = ["en"]
+
 [[responders]]
 name = "alice"
 console = true

@@ -127,6 +127,7 @@ def text_message(update: dict[str, Any], sender: int, text: str) -> InboundMessa
         dedup_key=f"update:{update['update_id']}",
         received_at=CLOCK.now(),
         platform_message_id=str(update["message"]["message_id"]),
+        language_hint=update["message"]["from"]["language_code"],
     )
 
 
@@ -363,6 +364,7 @@ async def test_a_button_press_carries_data_and_label_and_is_answered(
         received_at=CLOCK.now(),
         platform_message_id=str(question),
         button="f1:s2:soon",
+        language_hint="en",  # the fake user's app language (Telegram's language_code)
     )
     await until(lambda: len(fake.answered_callbacks) == 1)
     assert answered_during_handle == [0]

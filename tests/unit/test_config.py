@@ -273,7 +273,10 @@ def test_database_url_resolution(tmp_path: Path, url: str, expected: str) -> Non
 
 def test_relative_dirs_resolve_against_the_config_directory(tmp_path: Path) -> None:
     """keys.dir and flows.dir are resolved against the config file, absolute ones kept."""
-    text = '[keys]\ndir = "k"\n[flows]\ndir = "/opt/flows"\nlanguage = "pt-BR"\n' + BASE
+    text = (
+        '[keys]\ndir = "k"\n[flows]\ndir = "/opt/flows"\nlanguage = "pt-BR"\n'
+        '[languages]\noffered = ["en", "pt-BR"]\n' + BASE
+    )
     config = load_config(write(tmp_path, text), env={})
     assert config.keys.dir == tmp_path / "k"
     assert config.flows.dir == Path("/opt/flows")
