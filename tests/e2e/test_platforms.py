@@ -21,6 +21,7 @@ from db.crypto import ensure_development_keyring
 from tests.fakes.signal_api import ACCOUNT, FakeSignalApi
 from tests.fakes.telegram_api import TOKEN, FakeBotApi
 from tests.harness import write_config
+from tests.walks import HIGH_THREAT
 
 ALICE_NUMBER, ALICE_UUID = "+4915550001", "5a0c1f7e-0000-4000-8000-00000000a11c"
 BOB = 222000222
@@ -250,10 +251,13 @@ async def test_a_stale_button_is_refused_kindly_and_the_question_asked_again(
         await until(lambda: any(s.reply_markup for s in telegram.chat(TG_DEFENDER).sent), "buttons")
         first = next(s for s in telegram.chat(TG_DEFENDER).sent if s.reply_markup)
         buttons = first.reply_markup["inline_keyboard"]  # type: ignore[index]
-        assert [row[0]["text"] for row in buttons][:2] == ["Detention or arrest", "Physical attack"]
-        telegram.user_presses(TG_DEFENDER, first.message_id, buttons[2][0]["callback_data"])
+        assert [row[0]["text"] for row in buttons][1:3] == [
+            "Arrest, detention or abduction",
+            "Physical attack or raid",
+        ]
+        telegram.user_presses(TG_DEFENDER, first.message_id, buttons[3][0]["callback_data"])
         await until(
-            lambda: any(t.startswith("When is it happening") for t in p.tg_texts(TG_DEFENDER)),
+            lambda: any(t.startswith("What kind of threat") for t in p.tg_texts(TG_DEFENDER)),
             "the next question",
         )
         telegram.user_presses(TG_DEFENDER, first.message_id, buttons[0][0]["callback_data"])
@@ -262,7 +266,7 @@ async def test_a_stale_button_is_refused_kindly_and_the_question_asked_again(
         )
         await until(lambda: len(telegram.answered_callbacks) == 2, "both presses answered")
         await until(
-            lambda: p.tg_texts(TG_DEFENDER)[-1].startswith("When is it happening"),
+            lambda: p.tg_texts(TG_DEFENDER)[-1].startswith("What kind of threat"),
             "the current question asked again after the refusal",
         )
     finally:
@@ -281,23 +285,22 @@ async def test_a_stored_intake_is_cleared_from_the_telegram_chat(
     p = await start_platforms(tmp_path, telegram, signal, "bob")
     try:
         chat = telegram.chat(TG_DEFENDER)
-        for text, expect in [
-            ("/start", "What is happening"),
-            ("3", "When is it happening"),
-            ("2", "Where are you"),
-            ("Vitebsk", "What help do you need"),
-            ("2", "May we store"),
-            ("yes", "Your case reference is"),
-        ]:
+        for text in HIGH_THREAT[:-1]:
             telegram.user_says(TG_DEFENDER, text)
-            await until(lambda e=expect: any(e in t for t in p.tg_texts(TG_DEFENDER)), expect)
+        # Telegram allows about one message a second per chat: the questions take a while.
+        await until(
+            lambda: any("May we tell" in t for t in p.tg_texts(TG_DEFENDER)), "consents", 60
+        )
+        telegram.user_says(TG_DEFENDER, HIGH_THREAT[-1])
+        await until(lambda: any("reference is" in t for t in p.tg_texts(TG_DEFENDER)), "ref", 20)
         await until(lambda: p.tg_texts(BOB), "bob's page")
         page = p.tg_texts(BOB)[0]
         ref = page.split("\n")[0].removeprefix("HIGH case ")
-        assert page.split("\n")[1] == "Threat" and "Vitebsk" not in page
+        assert page.split("\n")[1] == "A death threat" and "Kharkiv" not in page
         await until(lambda: len(chat.transcript()) == 1, "the chat cleared", timeout=15)
         ((side, note),) = chat.transcript()
-        assert side == "bot" and note.startswith(f"Received — reference {ref}.")
-        assert len(chat.deleted) >= 13  # 6 from the defender, at least 7 from the bot
+        assert side == "bot" and note.startswith(f"Received. Reference {ref}.")
+        # every message from the defender, and the bot's warning, intro and questions
+        assert len(chat.deleted) >= 2 * len(HIGH_THREAT) + 1
     finally:
         await stop_platforms(p)

@@ -126,8 +126,8 @@ async def test_sos_interrupts_an_intake_and_a_second_sos_reuses_the_case(harness
     await harness.say("hello")
     harness.expect("defender", "emergency line")
     harness.expect("defender", "What is happening")
-    await harness.say("1")
-    harness.expect("defender", "When is it happening")
+    await harness.say("4")
+    harness.expect("defender", "What kind of threat")
     ref = await sos(harness)
     await harness.say(" sos ")
     harness.expect("alice", r"SOS sent again")
@@ -136,6 +136,21 @@ async def test_sos_interrupts_an_intake_and_a_second_sos_reuses_the_case(harness
     await harness.say("cases", who="alice")
     listing = harness.inbox["alice"].pop(0)
     assert listing.count("CRITICAL") == 1
+
+
+async def test_sos_after_a_page_first_intake_goes_to_that_case(harness: Harness) -> None:
+    """A defender whose "danger right now" case is open and who sends SOS does not page a
+    second case: the responders of the first hear it."""
+    await harness.say("/start")
+    await harness.say("1")
+    ref = harness.expect_page("alice")
+    harness.inbox["defender"].clear()
+    await harness.say("SOS")
+    harness.expect("alice", r"SOS sent again")
+    harness.expect("defender", rf"Your alert {ref} is already active")
+    harness.expect("defender", "what is happening")
+    await harness.say("cases", who="alice")
+    assert harness.inbox["alice"].pop(0).count("CRITICAL") == 1
 
 
 async def test_late_ack_is_told_who_has_the_case(harness: Harness) -> None:

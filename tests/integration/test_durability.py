@@ -174,13 +174,13 @@ async def test_concurrent_messages_from_one_defender_are_serialised(harness: Har
     await harness.say("/start")
     harness.inbox.clear()
     await asyncio.gather(
-        harness.app.receive(harness.message("1")), harness.app.receive(harness.message("1"))
+        harness.app.receive(harness.message("2")), harness.app.receive(harness.message("4"))
     )
     async with harness.app.store.transaction() as tx:
         defender = await tx.defender_for(Address("console", "defender"), harness.clock.now())
     assert defender.session is not None
-    assert defender.session["step"] == "where"
-    assert defender.session["answers"] == {"what": "detention", "when": "now"}
+    assert defender.session["step"] == "who"
+    assert defender.session["answers"] == {"what": "detention", "when": "earlier"}
     await harness.collect()
     harness.inbox.clear()
 
