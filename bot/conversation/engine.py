@@ -27,6 +27,7 @@ from bot.conversation.model import (
     StepType,
     selected,
 )
+from bot.core.bidi import localise
 from bot.core.messages import Choice
 
 COMMANDS = ("/start", "/help", "/cancel", "/status", "/lang")
@@ -299,7 +300,10 @@ def step(
     if message.truncated_to is not None:
         before.append(Reply(flows.text(session.language, "truncated", limit=message.truncated_to)))
     result = _dispatch(flows, session, message, before, now, quiet, timing)
-    if message.first_contact and len(flows.catalog.languages) > 1:
+    chose = message.text.casefold().startswith("/lang") or (
+        message.button is not None and message.button.startswith(LANGUAGE_BUTTON)
+    )
+    if message.first_contact and len(flows.catalog.languages) > 1 and not chose:
         offer = _language_offer(flows, result.session.language)
         if result.effects and isinstance(result.effects[0], OpenCase):
             result = StepResult(result.session, (*result.effects, offer))
@@ -368,7 +372,7 @@ def question(
         lines.append(flows.text(language, "date_hint") + " " + flows.text(language, "skip_hint"))
     else:
         lines.append(flows.text(language, "text_skip_hint"))
-    return "\n".join(lines)
+    return localise("\n".join(lines), language)
 
 
 def button_data(flow: Flow, current: Step, nonce: str, number: int) -> str:
@@ -460,7 +464,7 @@ def _language_menu(flows: FlowSet, language: str) -> Reply:
     for code, name in flows.catalog.languages.items():
         lines.append(f"/lang {code} — {name}")
         choices.append(Choice(name, f"{LANGUAGE_BUTTON}{code}"))
-    return Reply("\n".join(lines), tuple(choices))
+    return Reply(localise("\n".join(lines), language), tuple(choices))
 
 
 def _ask_resume(flows: FlowSet, session: Session, before: list[Effect]) -> StepResult:
@@ -475,6 +479,7 @@ def _ask_resume(flows: FlowSet, session: Session, before: list[Effect]) -> StepR
             flows.text(language, "choice_hint"),
         ]
     )
+    text = localise(text, language)
     choices = (
         Choice(flows.text(language, "option.continue"), f"{RESUME_BUTTON}::{nonce}:1"),
         Choice(flows.text(language, "option.restart"), f"{RESUME_BUTTON}::{nonce}:2"),
