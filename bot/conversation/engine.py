@@ -251,6 +251,8 @@ def is_sos(flows: FlowSet, text: str) -> bool:
     if len(text) > 60:
         return False
     folded = _compact(text)
+    if folded == "sos":  # whatever the configured words, SOS itself always works
+        return True
     return bool(folded) and any(
         folded == _compact(word) for words in flows.catalog.sos_words.values() for word in words
     )

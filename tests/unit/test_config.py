@@ -1178,3 +1178,22 @@ def test_rota_problems_are_reported_with_other_errors(tmp_path: Path) -> None:
             "overrides[0].rota",
         ]
     )
+
+
+def test_example_lists_every_default_alarm_word_and_language() -> None:
+    """config.example.toml lists exactly the built-in alarm words and languages, so what an
+    operator reads is what runs when the section is left out."""
+    from bot.conversation.languages import DEFAULT_SOS_WORDS, LANGUAGE_NAMES
+
+    config = load_config(EXAMPLE, env={})
+    assert config.languages.sos_words == {k: tuple(v) for k, v in DEFAULT_SOS_WORDS.items()}
+    assert config.languages.offered == tuple(LANGUAGE_NAMES)
+    assert config.languages.resume_after == timedelta(minutes=30)
+    assert config.languages.draft_expiry == timedelta(hours=24)
+
+
+def test_default_language_must_be_offered(tmp_path: Path) -> None:
+    """A [flows] language the [languages] section does not offer is refused, naming both."""
+    text = '[flows]\nlanguage = "fa"\n[languages]\noffered = ["en", "es"]\n' + BASE
+    with pytest.raises(ConfigError, match=r"flows.language \"fa\" must be one of"):
+        load_config(write(tmp_path, text), env={})
