@@ -103,3 +103,17 @@ async def test_a_signal_first_contact_has_no_hint_and_gets_the_default(h: Harnes
     h.expect("defender", r"^Language: English\. To change it")
     h.expect("defender", "emergency line")
     h.expect("defender", "What is happening")
+
+
+def test_every_translation_has_a_review_status() -> None:
+    """Each shipped catalog is listed in flows/locale/STATUS.toml with a review flag (and
+    none is claimed to be reviewed without a reviewer's name)."""
+    import tomllib
+
+    locale = Path(__file__).resolve().parents[2] / "flows" / "locale"
+    status = tomllib.loads((locale / "STATUS.toml").read_text(encoding="utf-8"))
+    shipped = {p.parent.parent.name for p in locale.glob("*/LC_MESSAGES/intake.po")}
+    assert shipped == set(status) == {"es", "fr", "ar", "ru", "fa", "pt", "tr"}
+    for language, entry in status.items():
+        assert isinstance(entry["reviewed"], bool), language
+        assert not entry["reviewed"] or entry.get("reviewed_by"), language
