@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.core.messages import Address
@@ -238,3 +239,34 @@ async def test_a_quiet_draft_asks_before_going_on_and_expires_after_a_day(
     await harness.say("hello")
     harness.expect("defender", "emergency line")
     harness.expect("defender", MENU)
+
+
+@pytest.mark.parametrize(
+    ("answers", "before_page"),
+    [
+        (("SOS",), 0),
+        (("/start", "1"), 1),  # someone is in danger right now
+        (("/start", "2", "1"), 2),  # arrest: happening now
+        (("/start", "2", "0"), 2),  # arrest: when skipped counts as the first hours
+        (("/start", "3", "1"), 2),  # attack or raid: happening now
+        (("/start", "8", "1", "1"), 3),  # someone else: arrested, now
+    ],
+    ids=["sos", "danger_now", "detention_now", "detention_skipped", "attack_now", "someone_else"],
+)
+async def test_answers_before_a_critical_page(
+    harness: Harness, answers: tuple[str, ...], before_page: int
+) -> None:
+    """The most urgent paths page first and ask later: the critical page goes out on the
+    stated answer (commands and the alarm word itself are not answers), not one later."""
+    said = 0
+    for answer in answers:
+        await harness.say(answer)
+        said += 1
+        if harness.inbox["alice"]:
+            break
+    assert said == len(answers), "paged before the last scripted answer"
+    assert harness.inbox["alice"], "no critical page after the last scripted answer"
+    counted = [a for a in answers if not a.startswith("/") and a != "SOS"]
+    assert len(counted) == before_page
+    harness.expect_page("alice")
+    harness.inbox.clear()
