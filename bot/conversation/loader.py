@@ -460,6 +460,16 @@ def _load_steps(
         steps[step.id] = step
     # Branches can only be checked once every step is known.
     for step in steps.values():
+        if step.type is StepType.OPEN and any(
+            b.goto.startswith(FLOW_PREFIX)
+            or b.goto not in steps
+            or steps[b.goto].type is StepType.OPEN
+            for b in step.branches
+        ):
+            problems.append(
+                f"{where}: step {step.id!r}: an open step must lead to a question or an end "
+                "step of its own flow"
+            )
         for branch in step.branches:
             if not branch.goto.startswith(FLOW_PREFIX) and branch.goto not in steps:
                 problems.append(

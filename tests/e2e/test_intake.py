@@ -4,14 +4,16 @@ decides whether anything else is stored."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from bot.core.messages import Address
 from db.models import Case, Defender
-from tests.harness import Harness
+from tests.harness import TEST_CONFIG, Harness
 from tests.walks import HIGH_THREAT
 
 MENU = r"What is happening\?\n1\. Someone is in danger RIGHT NOW"
@@ -270,3 +272,36 @@ async def test_answers_before_a_critical_page(
     assert len(counted) == before_page
     harness.expect_page("alice")
     harness.inbox.clear()
+
+
+async def test_a_later_answer_raises_an_open_case_and_restarts_paging(tmp_path: Path) -> None:
+    """Page first, ask later: when an answer given after the page calls for a more urgent
+    tier, the case is raised at once (never lowered), the reason is recorded, and an untaken
+    case is paged on the new tier's ladder."""
+    flows = tmp_path / "flows"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "flows", flows)
+    attack = flows / "attack.toml"
+    attack.write_text(
+        attack.read_text().replace('both = ["raid"]', 'both = ["raid", "now"]'), "utf-8"
+    )
+    config = TEST_CONFIG.replace("[keys]", f'[flows]\ndir = "{flows}"\n\n[keys]', 1)
+    h = await Harness.create(tmp_path, config)
+    try:
+        for answer in ("/start", "3", "2"):  # attack or raid, in the last 24 hours
+            await h.say(answer)
+        ref = h.expect_page("bob", tier="HIGH")
+        h.inbox["defender"].clear()
+        await h.say("3")  # both an attack and a raid: now counts as happening now
+        h.expect("bob", r"\(What happened\):\nBoth")
+        assert h.expect_page("alice") == ref
+        h.inbox["defender"].clear()
+        await h.say(f"ack {ref}", who="alice")
+        details = h.inbox["alice"].pop(0)
+        assert details.startswith(f"You have case {ref} (CRITICAL")
+        assert "Added (tier:triage): detention, abduction, attack or raid happening now" in details
+        h.inbox.clear()
+        async with h.app.engine.connect() as conn:  # type: ignore[union-attr]
+            tiers = (await conn.execute(select(Case.tier))).scalars().all()
+        assert tiers == ["critical"]
+    finally:
+        await h.stop()
