@@ -61,6 +61,7 @@ class Session:
             earlier question is recognised as stale.
         selection: options ticked so far on a multi-select question (with buttons).
         resuming: the defender came back after a silence and was asked whether to continue.
+        expired: a draft was deleted for silence; the defender is told when they next write.
         notices: one-time notices already shown (e.g. the Telegram encryption warning).
         chat_ids: platform ids of the defender's messages in a chat that will be deleted after
             the intake (Telegram), kept only until then.
@@ -76,6 +77,7 @@ class Session:
     nonce: str = ""
     selection: tuple[str, ...] = ()
     resuming: bool = False
+    expired: bool = False
     notices: tuple[str, ...] = ()
     chat_ids: tuple[str, ...] = ()
 
@@ -98,6 +100,7 @@ class Session:
             "nonce": self.nonce,
             "selection": list(self.selection),
             "resuming": self.resuming,
+            "expired": self.expired,
             "notices": list(self.notices),
             "chat_ids": list(self.chat_ids),
         }
@@ -117,6 +120,7 @@ class Session:
             nonce=str(data.get("nonce", "")),
             selection=tuple(data.get("selection") or ()),
             resuming=bool(data.get("resuming", False)),
+            expired=bool(data.get("expired", False)),
             notices=tuple(data.get("notices") or ()),
             chat_ids=tuple(data.get("chat_ids") or ()),
         )
@@ -296,8 +300,8 @@ def step(
     ):
         session = session.idle()  # the flow was changed or removed since this session began
     before: list[Effect] = []
-    if session.has_draft and quiet >= timing.draft_expiry:
-        session = session.idle()
+    if session.expired or (session.has_draft and quiet >= timing.draft_expiry):
+        session = replace(session.idle(), expired=False)
         before.append(Reply(flows.text(session.language, "draft_expired")))
     if message.truncated_to is not None:
         before.append(Reply(flows.text(session.language, "truncated", limit=message.truncated_to)))

@@ -185,11 +185,10 @@ class ConversationService:
         """
         expired = await tx.defenders_with_expired_drafts(now, limit)
         for defender_id, saved in expired:
-            if saved is None:
-                await tx.defender_save_session(defender_id, {}, now, draft_expires_at=None)
-                continue
+            if saved is None:  # a timer without a session: nothing to delete but the timer
+                saved = engine.Session(language=self._default_language).to_dict()
             session = engine.Session.from_dict(saved)
-            idle = session.idle()
+            idle = replace(session.idle(), expired=True)
             await tx.defender_save_session(defender_id, idle.to_dict(), now, draft_expires_at=None)
             await tx.log("draft.expired", now, actor="system")
         return len(expired)

@@ -239,6 +239,10 @@ async def test_a_quiet_draft_asks_before_going_on_and_expires_after_a_day(
     assert defender.session is not None
     assert defender.session["answers"] == {} and defender.session["flow"] is None
     await harness.say("hello")
+    harness.expect("defender", "The form you started earlier was not finished, so it was deleted")
+    harness.expect("defender", "emergency line")
+    harness.expect("defender", MENU)
+    await harness.say("/start")  # told once only
     harness.expect("defender", "emergency line")
     harness.expect("defender", MENU)
 
