@@ -204,11 +204,13 @@ class OpenCase:
 
 @dataclass(frozen=True, slots=True)
 class AddToCase:
-    """Add ``value`` under ``label`` to case ``ref`` and pass it to its responders."""
+    """Add ``value`` under ``label`` (a step id, or "message") to case ``ref`` and pass it
+    to its responders, titled ``title`` (the question, for people) when given."""
 
     ref: str
     label: str
     value: str
+    title: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -753,7 +755,8 @@ def _record(
         answers[current.id] = answer
         if session.case_ref is not None and answer is not None:
             shown = display(flows, flow, current, answer)
-            effects.append(AddToCase(session.case_ref, label(flows, flow, current), shown))
+            title = label(flows, flow, current)
+            effects.append(AddToCase(session.case_ref, current.id, shown, title))
             effects.append(Retriage(session.case_ref, session.path, dict(answers)))
     session = replace(session, answers=answers, selection=())
     target = current.next_step(answers)

@@ -138,7 +138,7 @@ class ConversationService:
                     continue
                 await tx.case_add_entry(target.id, effect.label, effect.value, now)
                 await self._paging.relay(
-                    tx, target, effect.label, effect.value, now, f"{key}:{index}"
+                    tx, target, effect.title or effect.label, effect.value, now, f"{key}:{index}"
                 )
             elif isinstance(effect, engine.ShowStatus):
                 outgoing.append(engine.Reply(self._status(session.language, cases)))
@@ -281,8 +281,6 @@ class CaseTexts:
                     if step is not None and answers.get(step_id):
                         label = engine.display(self._flows, flow, step, answers[step_id])
         place = answers.get("where") or next((v for k, v in reversed(added) if k == "where"), None)
-        if place is None:
-            place = next((v for k, v in reversed(added) if k.startswith("Where are you")), None)
         if place:
             place = " ".join(str(place).split())
             place = place if len(place) <= 60 else place[:59] + "…"
@@ -304,8 +302,11 @@ class CaseTexts:
         reasons = details.get("reasons") or []
         if reasons:
             lines.append("Why this tier: " + "; ".join(reasons))
+        steps = {s.id: (f, s) for f in reversed(self._flows_of(details)) for s in f.steps.values()}
         for label, value in added:
-            lines.append(f"Added ({label}): {value}")
+            found = steps.get(label)
+            title = engine.label(self._flows, *found) if found else label
+            lines.append(f"Added ({title}): {value}")
         return lines
 
     def defender_text(self, key: str, language: str, ref: str) -> str:

@@ -138,9 +138,7 @@ def idle(**kw: Any) -> Session:
     return Session(language="en", touched_at=RECENT_MS, **kw)
 
 
-def at(
-    flow: str, step_id: str, answers: dict[str, str | None] | None = None, **kw: Any
-) -> Session:
+def at(flow: str, step_id: str, answers: dict[str, str | None] | None = None, **kw: Any) -> Session:
     """A session waiting at ``step_id`` of ``flow``, asked a minute ago under NONCE."""
     kw.setdefault("path", default_path(flow))
     kw.setdefault("touched_at", RECENT_MS)
@@ -224,7 +222,9 @@ def test_menu_buttons_carry_flow_step_nonce_and_fit_64_bytes(flows: FlowSet) -> 
         "Something else or advice",
         "Skip",
     ]
-    assert [c.data for c in menu.choices] == [f"intake:what:{nonce}:{n}" for n in (*range(1, 10), 0)]
+    assert [c.data for c in menu.choices] == [
+        f"intake:what:{nonce}:{n}" for n in (*range(1, 10), 0)
+    ]
     assert all(len(c.data.encode()) <= 64 for c in menu.choices)
 
 
@@ -544,9 +544,7 @@ def test_unknown_command_name_is_capped(flows: FlowSet) -> None:
 # --- empty and truncated messages ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "session", [idle(), at("intake", "what"), at("sos", "what", case_ref=REF)]
-)
+@pytest.mark.parametrize("session", [idle(), at("intake", "what"), at("sos", "what", case_ref=REF)])
 def test_empty_text(flows: FlowSet, session: Session) -> None:
     """An empty message gets the empty reply and changes nothing else."""
     result = run(flows, session, "")
@@ -827,9 +825,7 @@ texts = st.text() | st.sampled_from(SPECIAL_TEXTS)
 def waiting_steps(flows: FlowSet, flow_id: str) -> list[str]:
     """The steps of a flow a session can wait at (not open, not end)."""
     flow = flows.flows[flow_id]
-    return sorted(
-        s.id for s in flow.steps.values() if s.type not in (StepType.OPEN, StepType.END)
-    )
+    return sorted(s.id for s in flow.steps.values() if s.type not in (StepType.OPEN, StepType.END))
 
 
 def draw_session(data: st.DataObject, flows: FlowSet) -> Session:
@@ -852,7 +848,9 @@ def draw_session(data: st.DataObject, flows: FlowSet) -> Session:
         if s.type is StepType.YESNO:
             values += ["yes", "no"]
         answers[s.id] = data.draw(
-            st.sampled_from(values) if s.options or s.type is StepType.YESNO else st.none() | st.text()
+            st.sampled_from(values)
+            if s.options or s.type is StepType.YESNO
+            else st.none() | st.text()
         )
     current = flow.steps[step_id]
     return Session(
@@ -921,9 +919,7 @@ def test_step_never_raises_and_never_drops(flows: FlowSet, data: st.DataObject) 
 
 @SETTINGS
 @given(data=st.data(), padding=st.sampled_from(["", " ", "  ", "\n", "!"]))
-def test_sos_always_first_from_any_state(
-    flows: FlowSet, data: st.DataObject, padding: str
-) -> None:
+def test_sos_always_first_from_any_state(flows: FlowSet, data: st.DataObject, padding: str) -> None:
     """From any state (short of an expired draft), SOS yields the critical OpenCase first."""
     session = draw_session(data, flows)
     assume_fresh = replace(session, touched_at=max(session.touched_at, NOW_MS - 3_600_000))
@@ -989,6 +985,4 @@ def test_conversations_keep_their_promises(
             if isinstance(effect, Scrub) and effect.ref is not None:
                 assert effect.ref == before.case_ref
         session = simulate_service(result.session, effects, f"R{turn:03d}")
-        offered = tuple(
-            c.data for e in effects if isinstance(e, Reply) for c in e.choices
-        )
+        offered = tuple(c.data for e in effects if isinstance(e, Reply) for c in e.choices)
