@@ -108,11 +108,11 @@ def check_lengths(flows: FlowSet, languages: Iterable[str]) -> list[str]:
                 session = replace(engine.Session(language=language), flow=flow.id)
                 _, reply = engine._ask(flows, flow, current, session)
                 for platform, limit in PLATFORM_LIMITS.items():
-                    size = len(reply.text.encode()) if platform == "signal" else len(reply.text)
+                    size = _size(reply.text, platform)
                     if size > limit:
                         problems.append(
                             f"{flow.source}: step {current.id!r} [{language}]: the question is "
-                            f"{size} {'bytes' if platform == 'signal' else 'characters'}, "
+                            f"{size} {'bytes' if platform == 'signal' else 'UTF-16 units'}, "
                             f"more than {platform} shows ({limit})"
                         )
                 for choice in reply.choices:
@@ -122,6 +122,14 @@ def check_lengths(flows: FlowSet, languages: Iterable[str]) -> list[str]:
                             f"{choice.label[:30]!r}… is longer than {BUTTON_LIMIT} characters"
                         )
     return problems
+
+
+def _size(text: str, platform: str) -> int:
+    """How the platform measures a message: Signal in UTF-8 bytes, Telegram in UTF-16 code
+    units (an emoji counts twice)."""
+    if platform == "signal":
+        return len(text.encode())
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _visible(text: str) -> str:

@@ -55,14 +55,21 @@ class GettextTranslations(Translations):
         self._catalogs = dict(catalogs)
 
     @classmethod
-    def load(cls, locale_dir: Path, languages: Iterable[str]) -> GettextTranslations:
+    def load(
+        cls, locale_dir: Path, languages: Iterable[str], problems: list[str]
+    ) -> GettextTranslations:
         """Load the catalogs of ``languages`` that exist under ``locale_dir`` (a language
-        without a catalog shows the English sources; ``flows check`` reports it)."""
+        without a catalog shows the English sources; ``flows check`` reports it). A catalog
+        that cannot be read is a problem naming its file, never an exception."""
         catalogs: dict[str, GNUTranslations] = {}
         for language in languages:
             path = po_path(locale_dir, language)
-            if path.is_file():
+            if not path.is_file():
+                continue
+            try:
                 catalogs[language] = compile_catalog(read_catalog(path, language))
+            except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+                problems.append(f"{path}: cannot be read as a UTF-8 gettext catalog: {exc}")
         return cls(catalogs)
 
     def translate(self, language: str, context: str, source: str) -> str | None:

@@ -176,9 +176,9 @@ def load_flows(directory: Path, settings: LanguageSettings | None = None) -> Flo
                 f"{len(found)}" + (f" ({', '.join(f.source for f in found)})" if found else "")
             )
     _check_flow_links(flows, problems)
+    translations = GettextTranslations.load(directory / LOCALE_DIR, settings.offered, problems)
     if problems or catalog is None:
         raise FlowError(problems or [f"{directory / CATALOG_FILE}: could not be loaded"])
-    translations = GettextTranslations.load(directory / LOCALE_DIR, settings.offered)
     return FlowSet(
         flows=flows, catalog=catalog, question_texts=question_texts, translations=translations
     )
@@ -718,6 +718,7 @@ def _check_flow_links(flows: Mapping[str, Flow], problems: list[str]) -> None:
     topic flow's step ids differ from those of the flows that enter it (answers are kept
     together)."""
     entered: set[str] = set()
+    parents: dict[str, set[str]] = {}
     for flow in flows.values():
         for step, target_id in entered_flows(flow):
             target = flows.get(target_id)
@@ -728,14 +729,31 @@ def _check_flow_links(flows: Mapping[str, Flow], problems: list[str]) -> None:
                 )
                 continue
             entered.add(target_id)
-            for shared in sorted(set(flow.steps) & set(target.steps)):
+            parents.setdefault(target_id, set()).add(flow.id)
+    for target_id in sorted(entered):
+        target = flows[target_id]
+        for ancestor_id in sorted(_ancestors(target_id, parents)):
+            ancestor = flows[ancestor_id]
+            for shared in sorted(set(ancestor.steps) & set(target.steps)):
                 problems.append(
-                    f"{target.source}: step {shared!r}: the id is also used by {flow.source}, "
-                    "which enters this flow"
+                    f"{target.source}: step {shared!r}: the id is also used by "
+                    f"{ancestor.source}, whose answers this flow keeps"
                 )
     for flow in flows.values():
         if flow.kind is FlowKind.TOPIC and flow.id not in entered:
             problems.append(f"{flow.source}: no flow enters {FLOW_PREFIX}{flow.id}")
+
+
+def _ancestors(flow_id: str, parents: Mapping[str, set[str]]) -> set[str]:
+    """Every flow a conversation can pass through before entering ``flow_id``."""
+    found: set[str] = set()
+    queue = list(parents.get(flow_id, ()))
+    while queue:
+        current = queue.pop()
+        if current not in found and current != flow_id:
+            found.add(current)
+            queue.extend(parents.get(current, ()))
+    return found
 
 
 def all_flags(flows: FlowSet) -> set[str]:

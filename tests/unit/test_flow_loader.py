@@ -311,7 +311,7 @@ BROKEN: Mapping[str, tuple[str, str]] = {
     ),
     "long_question": (
         "help.toml",
-        "step 'consent' [es]: the question is 4375 characters, more than telegram shows (4096)",
+        "step 'consent' [es]: the question is 4375 UTF-16 units, more than telegram shows (4096)",
     ),
     "unreachable_step": ("help.toml", "step 'where_else' can never be reached from 'when'"),
     "dangling_next": ("help.toml", "step 'consent': next goes to unknown step 'not_stord'"),
@@ -439,11 +439,11 @@ def test_long_question_is_too_long_for_both_platforms_in_both_languages() -> Non
     help_toml = FIXTURES / "long_question" / "help.toml"
     flows = load_flows(FIXTURES / "long_question", EN_ES)
     assert check_lengths(flows, ["en", "es"]) == [
-        f"{help_toml}: step 'consent' [en]: the question is 4370 characters, more than "
+        f"{help_toml}: step 'consent' [en]: the question is 4370 UTF-16 units, more than "
         "telegram shows (4096)",
         f"{help_toml}: step 'consent' [en]: the question is 4370 bytes, more than signal "
         "shows (2000)",
-        f"{help_toml}: step 'consent' [es]: the question is 4375 characters, more than "
+        f"{help_toml}: step 'consent' [es]: the question is 4375 UTF-16 units, more than "
         "telegram shows (4096)",
         f"{help_toml}: step 'consent' [es]: the question is 4377 bytes, more than signal "
         "shows (2000)",
@@ -581,7 +581,9 @@ def test_right_to_left_isolates_do_not_count_towards_a_button(tmp_path: Path) ->
     shutil.copy(es_po(d), arabic)
     label = "ن" * 60 + " 123"  # 64 visible characters
     lines = arabic.read_text(encoding="utf-8").replace("Language: es", "Language: ar")
-    arabic.write_text(lines.replace('msgstr "Necesito consejo"', f'msgstr "{label}"'))
+    arabic.write_text(
+        lines.replace('msgstr "Necesito consejo"', f'msgstr "{label}"'), encoding="utf-8"
+    )
     flows = load_flows(d, LanguageSettings(offered={"en": "English", "ar": "العربية"}))
     shown = flows.text("ar", "what.advice", flows.flows["intake"])
     assert len(shown) > 64 and "\u2066123\u2069" in shown
@@ -598,12 +600,6 @@ def test_signal_counts_bytes_telegram_characters(tmp_path: Path) -> None:
     assert found[0].endswith(" bytes, more than signal shows (2000)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_lengths counts Telegram's 4096 limit in code points, but Telegram (and "
-    "the channel's own _split_text) count UTF-16 units, so a question with emoji under 4096 "
-    "code points but over 4096 units passes the check and is split on the phone",
-)
 def test_telegram_length_is_counted_in_utf16_units(tmp_path: Path) -> None:
     """A question of 2100 emoji (4200 UTF-16 units) is over what Telegram shows whole."""
     d = copy_flows(tmp_path)
@@ -612,12 +608,6 @@ def test_telegram_length_is_counted_in_utf16_units(tmp_path: Path) -> None:
     assert any("more than telegram shows (4096)" in p for p in found), found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a catalog that is not UTF-8 (e.g. saved as UTF-16 by an editor) makes "
-    "load_flows raise UnicodeDecodeError from GettextTranslations.load instead of a FlowError "
-    "naming the .po file; `intake flows check` prints a traceback",
-)
 def test_a_catalog_that_is_not_utf8_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     """An unreadable catalog is reported naming the file."""
     d = copy_flows(tmp_path)
@@ -627,12 +617,14 @@ def test_a_catalog_that_is_not_utf8_is_a_problem_not_a_crash(tmp_path: Path) -> 
 
 
 def test_a_non_utf8_catalog_in_the_cli(tmp_path: Path) -> None:
-    """Whatever load_flows does with it, `intake flows check` exits non-zero on a UTF-16
-    catalog (documenting today's behaviour next to the xfail above)."""
+    """`intake flows check` on a UTF-16 catalog exits 1 naming the file, no traceback."""
     d = copy_flows(tmp_path)
     po = es_po(d)
     po.write_text(po.read_text(encoding="utf-8"), encoding="utf-16")
-    assert run_check(tmp_path, d).returncode != 0
+    result = run_check(tmp_path, d)
+    assert result.returncode == 1
+    assert f"{po}: cannot be read as a UTF-8 gettext catalog" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # --- invalid flows ---------------------------------------------------------------------------
@@ -950,16 +942,10 @@ def test_a_topic_flow_reusing_a_menu_step_id(tmp_path: Path) -> None:
     path = d / "help.toml"
     path.write_text(path.read_text(encoding="utf-8").replace("consent", "what"), encoding="utf-8")
     assert (
-        f"{path}: step 'what': the id is also used by {d / 'intake.toml'}, which enters this flow"
+        f"{path}: step 'what': the id is also used by {d / 'intake.toml'}, whose answers this flow keeps"
     ) in problems(d)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _check_flow_links compares a topic flow's step ids only with the flow that "
-    "enters it directly; in intake -> help -> legal a step 'what' of legal overwrites the "
-    "menu's answer 'what' in the one draft (answers and triage lose the menu choice)",
-)
 def test_step_ids_unique_along_a_chain_of_flows(tmp_path: Path) -> None:
     """A flow two steps down a chain may not reuse a step id of the menu either."""
     d = copy_flows(tmp_path)

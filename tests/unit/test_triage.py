@@ -114,6 +114,7 @@ B4: list[tuple[str, Answers, str, str]] = [
     ("digital", {"incident": "account_takeover"}, "high", "account-takeover"),
     ("detention", {"when": "earlier", "devices": "taken"}, "high", "device-seized"),
     ("attack", {"when": "day", "kind": "attack"}, "high", "attack-last-day"),
+    ("attack", {"when": None, "kind": "raid"}, "high", "attack-timing-unknown"),
     ("attack", {"when": "week", "health": "injured"}, "high", "injured"),
     ("relocation", {"urgency": "today"}, "high", "must-leave-today"),
     # medium: days
