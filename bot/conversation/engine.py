@@ -302,12 +302,18 @@ def step(
     ):
         session = session.idle()  # the flow was changed or removed since this session began
     before: list[Effect] = []
+    expired_note: list[Effect] = []
     if session.expired or (session.has_draft and quiet >= timing.draft_expiry):
         session = replace(session.idle(), expired=False)
-        before.append(Reply(flows.text(session.language, "draft_expired")))
+        expired_note.append(Reply(flows.text(session.language, "draft_expired")))
+    if not is_sos(flows, message.text):  # an alarm is handled first; the note can wait
+        before.extend(expired_note)
+        expired_note = []
     if message.truncated_to is not None:
         before.append(Reply(flows.text(session.language, "truncated", limit=message.truncated_to)))
     result = _dispatch(flows, session, message, before, now, quiet, timing)
+    if expired_note:
+        result = StepResult(result.session, (*result.effects, *expired_note))
     chose = message.text.casefold().startswith("/lang") or (
         message.button is not None and message.button.startswith(LANGUAGE_BUTTON)
     )
@@ -341,7 +347,7 @@ def _dispatch(
         and quiet >= timing.resume_after
         and message.button is None  # a press on the question on screen is deliberate
         and not text.startswith("/")
-        and flows.flows[session.flow or ""].kind is not FlowKind.SOS
+        and session.case_ref is None  # answers to an open case are always welcome
     ):
         return _ask_resume(flows, session, before)
     if message.button is not None:
@@ -463,6 +469,8 @@ def _set_language(
     session = replace(session, language=code)
     name = flows.catalog.languages[code]
     done = Reply(flows.text(code, "language_set", name=name))
+    if session.resuming:  # the open question is still "continue or start again?"
+        return _ask_resume(flows, session, [*before, done])
     return StepResult(session, (*before, done, *_reask(flows, session)))
 
 
@@ -505,20 +513,24 @@ def _resume_answer(
         answer = parts[3] if len(parts) == 4 and parts[2] == session.nonce else ""
         if not answer:
             stale = Reply(flows.text(session.language, "stale_button"))
-            return StepResult(session, (*before, stale, *_ask_resume(flows, session, []).effects))
+            return _ask_resume(flows, session, [*before, stale])
     if answer.startswith("/"):
         return _command(flows, replace(session, resuming=False), message, before)
     folded = answer.casefold()
     if folded == "1" or folded in flows.words(session.language, "yes_words"):
-        return StepResult(
-            replace(session, resuming=False),
-            (*before, *_reask(flows, replace(session, resuming=False), again=False)),
-        )
+        return _continue(flows, replace(session, resuming=False), before)
     if folded == "2" or folded in flows.words(session.language, "no_words"):
         return _start_intake(flows, session.idle(), before)
     return StepResult(
         session, (*before, Reply(flows.text(session.language, "out_of_range", max=2)))
     )
+
+
+def _continue(flows: FlowSet, session: Session, before: list[Effect]) -> StepResult:
+    """Ask the question in progress again under a fresh nonce (its old buttons go stale)."""
+    flow = flows.flows[session.flow or ""]
+    asked, ask = _ask(flows, flow, flow.steps[session.step or ""], session)
+    return StepResult(asked, (*before, ask))
 
 
 def _button(
@@ -532,7 +544,8 @@ def _button(
         and current is not None
         and len(parts) == 4
         and parts[:3] == [flow.id, current.id, session.nonce]
-        and parts[3].isdigit()
+        and parts[3].isascii()
+        and parts[3].isdecimal()
         and len(parts[3]) <= 2
     ):
         number = int(parts[3])
@@ -702,6 +715,10 @@ def _answer(
     now: datetime,
 ) -> StepResult:
     language = session.language
+    folded = text.casefold().strip().rstrip(".")
+    if current.type is StepType.MULTI and folded in flows.words(language, "done_words"):
+        chosen = MULTI_SEPARATOR.join(o for o in current.options if o in session.selection)
+        return _record(flows, flow, session, current, chosen or None, before, now)
     understood, answer = _parse_answer(flows, flow, current, text, language, now)
     if not understood:
         if current.type is StepType.DATE:

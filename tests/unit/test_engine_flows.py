@@ -8,12 +8,11 @@ The basics (menu, SOS, commands, buttons, sessions, properties) are in test_engi
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.conversation.engine import (
@@ -24,37 +23,31 @@ from bot.conversation.engine import (
     Retriage,
     Scrub,
     Session,
-    StepInput,
     StepResult,
     Timing,
-    question,
-    step,
 )
-from bot.conversation.loader import load_flows
 from bot.conversation.model import FlowKind, FlowSet, StepType
 from bot.core.bidi import LRI, PDI
-
-FLOWS_DIR = Path("flows")
-SETTINGS = settings(database=None, deadline=None)
-NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
-NOW_MS = int(NOW.timestamp() * 1000)
-RECENT_MS = NOW_MS - 60_000
-REF = "K7Q2"
-NONCE = "a1b2c3"
-
-INTRO = (
-    "This is the emergency line of the protection team. A few short questions follow; you can "
-    "skip any. In danger right now? Send SOS at any time and responders are alerted at once."
+from tests.unit.test_engine import (
+    DETENTION_WHEN,
+    INTRO,
+    NONCE,
+    NOW_MS,
+    RECENT_MS,
+    REF,
+    SETTINGS,
+    ask,
+    at,
+    flows,
+    last_reply,
+    plain,
+    run,
+    shipped_flows,
 )
+
+__all__ = ["flows"]  # the module-scoped fixture of the real flows, shared with test_engine
+
 MENU_PROMPT = "What is happening?"
-DETENTION_WHEN = (
-    "When was the person arrested or taken?\n"
-    "1. It is happening now\n"
-    "2. In the last 24 hours\n"
-    "3. In the last few days\n"
-    "4. Earlier\n"
-    "Reply with a number. (Reply 0 to skip.)"
-)
 WHO = (
     "Who is at risk?\n"
     "1. Me\n"
@@ -112,58 +105,6 @@ LANGUAGE_NAMES = {
     "pt": "Português",
     "tr": "Türkçe",
 }
-
-
-@pytest.fixture(scope="module")
-def flows() -> FlowSet:
-    """The real flows shipped in flows/."""
-    return load_flows(FLOWS_DIR)
-
-
-def run(
-    flows: FlowSet,
-    session: Session,
-    text: str,
-    now: datetime = NOW,
-    timing: Timing = Timing(),
-    **kwargs: Any,
-) -> StepResult:
-    """Run one engine step and return exactly what the engine returned."""
-    return step(flows, session, StepInput(text, **kwargs), now, timing)
-
-
-def plain(result: StepResult) -> tuple[Effect, ...]:
-    """The effects with the buttons of replies left out (compared by text)."""
-    return tuple(Reply(e.text) if isinstance(e, Reply) else e for e in result.effects)
-
-
-def last_reply(result: StepResult) -> Reply:
-    """The last effect, which must be a Reply."""
-    last = result.effects[-1]
-    assert isinstance(last, Reply)
-    return last
-
-
-def ask(
-    flows: FlowSet, flow_id: str, step_id: str, language: str = "en", ticked: tuple[str, ...] = ()
-) -> Reply:
-    """The Reply (text only) that asks step ``step_id`` of ``flow_id``."""
-    flow = flows.flows[flow_id]
-    return Reply(question(flows, flow, flow.steps[step_id], language, ticked))
-
-
-def default_path(flow: str) -> tuple[str, ...]:
-    """The path a session in ``flow`` went through."""
-    return (flow,) if flow in ("intake", "sos") else ("intake", flow)
-
-
-def at(flow: str, step_id: str, answers: dict[str, str | None] | None = None, **kw: Any) -> Session:
-    """A session waiting at ``step_id`` of ``flow``, asked a minute ago under NONCE."""
-    kw.setdefault("path", default_path(flow))
-    kw.setdefault("touched_at", RECENT_MS)
-    kw.setdefault("nonce", NONCE)
-    kw.setdefault("language", "en")
-    return Session(flow=flow, step=step_id, answers=answers or {}, **kw)
 
 
 def menu(flows: FlowSet, language: str = "en") -> Session:
@@ -334,13 +275,13 @@ def test_someone_else_opens_only_for_liberty_or_life_now(
 
 
 def test_a_later_answer_is_added_to_the_bound_case_and_retriaged(flows: FlowSet) -> None:
-    """With a case bound, each answer is added to it under the English prompt as label and
-    the English option label as value, and the case is triaged again."""
+    """With a case bound, each answer is added to it under its step id, titled with the
+    English prompt, the English option label as value, and the case is triaged again."""
     session = at("danger_now", "situation", {"what": "danger_now"}, case_ref=REF)
     result = run(flows, session, "2")
     answers = {"what": "danger_now", "situation": "abduction"}
     assert plain(result) == (
-        AddToCase(REF, "What is happening", "Abduction or disappearance"),
+        AddToCase(REF, "situation", "Abduction or disappearance", "What is happening"),
         Retriage(REF, ("intake", "danger_now"), answers),
         ask(flows, "danger_now", "who"),
     )
@@ -352,12 +293,12 @@ def test_added_answers_are_in_english_whatever_the_language(flows: FlowSet) -> N
     """A Spanish-speaking defender's answer reaches responders in the team's language."""
     session = at("danger_now", "who", {"what": "danger_now"}, case_ref=REF, language="es")
     result = run(flows, session, "2")
-    assert result.effects[0] == AddToCase(REF, "Who is at risk", "A colleague")
+    assert result.effects[0] == AddToCase(REF, "who", "A colleague", "Who is at risk")
     assert isinstance(result.effects[1], Retriage)
 
 
 @pytest.mark.parametrize(
-    ("flow", "step_id", "text", "label", "value"),
+    ("flow", "step_id", "text", "title", "value"),
     [
         ("danger_now", "where", "Tbilisi", "Where, roughly", "Tbilisi"),
         ("detention", "when", "1", "When was the person arrested or taken", "It is happening now"),
@@ -372,13 +313,14 @@ def test_added_answers_are_in_english_whatever_the_language(flows: FlowSet) -> N
         ),
     ],
 )
-def test_added_labels_and_values(
-    flows: FlowSet, flow: str, step_id: str, text: str, label: str, value: str
+def test_added_titles_and_values(
+    flows: FlowSet, flow: str, step_id: str, text: str, title: str, value: str
 ) -> None:
-    """Labels are the English prompt up to its first "?" or "."; values are option labels
-    (joined for several), "Yes"/"No", dates in ISO form, or the text typed."""
+    """An addition is labelled with the step id and titled with the English prompt up to
+    its first "?" or "."; values are option labels (joined for several), "Yes"/"No", dates
+    in ISO form, or the text typed."""
     result = run(flows, at(flow, step_id, case_ref=REF), text)
-    assert result.effects[0] == AddToCase(REF, label, value)
+    assert result.effects[0] == AddToCase(REF, step_id, value, title)
 
 
 def test_a_skipped_answer_adds_nothing(flows: FlowSet) -> None:
@@ -396,8 +338,9 @@ def test_end_of_an_opened_flow_thanks_and_scrubs_without_opening_again(flows: Fl
     assert plain(result) == (
         AddToCase(
             REF,
-            "May we share your case with trusted partner organisations (for example a lawyer)",
+            "consent_share",
             "Yes",
+            "May we share your case with trusted partner organisations (for example a lawyer)",
         ),
         Retriage(REF, ("intake", "danger_now"), {"what": "danger_now", "consent_share": "yes"}),
         Reply(
@@ -453,7 +396,7 @@ def test_consent_yes_submits_the_case(flows: FlowSet, answer: str) -> None:
 @pytest.mark.parametrize("answer", ["no", "n", "2", "NO", "0", "skip"])
 def test_consent_no_or_skipped_discards(flows: FlowSet, answer: str) -> None:
     """No (or a skip) to consent says nothing was stored, opens nothing, drops the draft."""
-    draft = {"what": "threat", "threat_kind": "online", "when": "earlier"}
+    draft: dict[str, str | None] = {"what": "threat", "threat_kind": "online", "when": "earlier"}
     result = run(flows, at("threat", "consent_store", draft), answer)
     assert plain(result) == (Reply(NOT_STORED),)
     assert result.session == Session(language="en", touched_at=NOW_MS)
@@ -585,12 +528,6 @@ def test_multi_select_typed_numbers_win_over_ticks(flows: FlowSet) -> None:
     assert result.session.answers == {"needs": "digital"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: done_words ('done', 'ok' and their translations, required by the loader and "
-    "translated in every .po) are never read by the engine: typing Done after ticking is "
-    "refused with 'Please reply with a number from 1 to 9.'",
-)
 @pytest.mark.parametrize("word", ["done", "OK"])
 def test_multi_select_typed_done_answers_with_the_ticks(flows: FlowSet, word: str) -> None:
     """Typing a "done" word after ticking answers with the ticked options."""
@@ -691,7 +628,7 @@ def test_text_stored_verbatim(flows: FlowSet) -> None:
 def test_cut_text_added_to_the_bound_case_is_the_cut_text(flows: FlowSet) -> None:
     """With a case bound, what reaches responders is the text as kept."""
     result = run(flows, at("detention", "where", case_ref=REF), "z" * 200)
-    assert AddToCase(REF, "Where, roughly", "z" * 120) in result.effects
+    assert AddToCase(REF, "where", "z" * 120, "Where, roughly") in result.effects
 
 
 # --- languages -----------------------------------------------------------------------------
@@ -821,6 +758,21 @@ def test_first_contact_sos_pages_before_the_offer(flows: FlowSet) -> None:
     assert result.session.language == "es"
 
 
+@pytest.mark.parametrize(
+    ("text", "button"), [("/lang fr", None), ("/lang", None), ("Français", "lang:fr")]
+)
+def test_first_contact_choosing_a_language_gets_no_offer(
+    flows: FlowSet, text: str, button: str | None
+) -> None:
+    """A first message that already chooses a language is not answered with the offer."""
+    fresh = Session(language="en", touched_at=NOW_MS)
+    result = run(flows, fresh, text, first_contact=True, button=button)
+    language = result.session.language
+    offer = flows.text(language, "language_offer", name=LANGUAGE_NAMES[language])
+    assert offer not in [e.text for e in result.effects if isinstance(e, Reply)]
+    assert len(result.effects) == 1
+
+
 def test_no_offer_after_first_contact(flows: FlowSet) -> None:
     """Later messages get no language offer."""
     result = run(flows, Session(language="pt", touched_at=RECENT_MS), "oi")
@@ -943,12 +895,6 @@ def test_resume_answer_not_understood(flows: FlowSet) -> None:
     assert result.session.resuming
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on 'continue', _resume_answer re-asks through _reask(again=False), which "
-    "gives the question a fresh nonce but throws the asked session away: the session keeps "
-    "the resume nonce, so every button of the re-asked question is refused as stale",
-)
 def test_buttons_of_the_question_asked_on_continue_answer_it(flows: FlowSet) -> None:
     """After Continue, pressing a button of the question just re-asked answers it."""
     asked = run(flows, quiet_detention(), "hi").session
@@ -958,25 +904,17 @@ def test_buttons_of_the_question_asked_on_continue_answer_it(flows: FlowSet) -> 
     assert result.session.answers == {"what": "detention", "when": "earlier"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a lang: button while the resume question is pending re-asks the flow's "
-    "question but leaves session.resuming=True, so the defender's answer to the question on "
-    "screen is read as the resume choice ('2' = an option, taken as 'start again', which "
-    "deletes the draft)",
-)
 def test_language_button_during_the_resume_question_stays_consistent(flows: FlowSet) -> None:
     """Switching language while asked whether to continue shows what the session waits
     for: the resume question again, or the flow's question with the resume prompt gone."""
     asked = run(flows, quiet_detention(), "hi").session
     result = run(flows, asked, "Español", button="lang:es")
     shown = last_reply(result).text
-    if result.session.resuming:
-        assert shown.startswith(flows.text("es", "resume_question"))
-    else:
-        assert shown == SPANISH_WHEN
-    answered = run(flows, result.session, "2")
-    assert answered.session.answers.get("what") == "detention"
+    assert result.session.resuming  # still waiting for "continue or start again?"
+    assert shown.startswith(flows.text("es", "resume_question"))
+    continued = run(flows, result.session, "1")
+    assert last_reply(continued).text == SPANISH_WHEN
+    assert continued.session.answers.get("what") == "detention"
 
 
 def test_sos_during_a_silence_or_the_resume_question(flows: FlowSet) -> None:
@@ -1038,10 +976,26 @@ def test_just_before_expiry_the_resume_question_is_asked(flows: FlowSet) -> None
 
 
 def test_an_expired_draft_then_sos(flows: FlowSet) -> None:
-    """SOS on an expired draft opens the case; the expiry note comes with it."""
+    """SOS on an expired draft opens the case and asks the follow-up; the expiry note comes
+    with it."""
     result = run(flows, quiet_detention(touched_at=0), "SOS")
-    assert [type(e) for e in result.effects] == [Reply, OpenCase, Reply]
-    assert result.effects[0] == Reply(DRAFT_EXPIRED)
+    assert [e for e in result.effects if isinstance(e, OpenCase)] == [
+        OpenCase(
+            kind=FlowKind.SOS,
+            flow_id="sos",
+            flow_ids=("sos",),
+            tier_floor="critical",
+            answers={},
+            reply_key="opened",
+            repeat_key="repeated",
+        )
+    ]
+    assert isinstance(result.effects[0], OpenCase)  # the alarm first, the note after
+    assert list(plain(result)[-2:]) == [
+        Reply("If you can, tell us in a few words what is happening.\n(Reply skip to skip.)"),
+        Reply(DRAFT_EXPIRED),
+    ]
+    assert (result.session.flow, result.session.step) == ("sos", "what")
 
 
 def test_an_expired_draft_with_an_open_case_adds_the_message(flows: FlowSet) -> None:
@@ -1052,6 +1006,16 @@ def test_an_expired_draft_with_an_open_case_adds_the_message(flows: FlowSet) -> 
         Reply(DRAFT_EXPIRED),
         AddToCase(REF, "message", "they moved him"),
     )
+
+
+def test_a_draft_deleted_by_the_sweep_is_announced_once(flows: FlowSet) -> None:
+    """A draft the expiry sweep deleted (session.expired) is announced on the next message,
+    which is then handled from scratch; the note is not repeated."""
+    swept = Session(language="en", touched_at=RECENT_MS, expired=True)
+    result = run(flows, swept, "hello")
+    assert plain(result)[:2] == (Reply(DRAFT_EXPIRED), Reply(INTRO))
+    assert not result.session.expired
+    assert plain(run(flows, result.session, "/help"))[0] != Reply(DRAFT_EXPIRED)
 
 
 def test_expiry_is_configurable_and_idle_sessions_never_expire(flows: FlowSet) -> None:
@@ -1091,11 +1055,10 @@ def test_every_question_can_be_skipped(flows: FlowSet) -> None:
 
 @SETTINGS
 @given(data=st.data(), text=st.text(max_size=40))
-def test_any_text_at_any_question_in_any_language(
-    flows: FlowSet, data: st.DataObject, text: str
-) -> None:
+def test_any_text_at_any_question_in_any_language(data: st.DataObject, text: str) -> None:
     """Any text at any question of any flow, in any language, with or without a case bound,
     never raises and gets at least one effect; a refusal keeps the session where it was."""
+    flows = shipped_flows()
     flow_id, step_id = data.draw(st.sampled_from(all_questions(flows)), label="question")
     language = data.draw(st.sampled_from(sorted(LANGUAGE_NAMES)), label="language")
     case_ref = REF if flow_id == "sos" else data.draw(st.none() | st.just(REF))
