@@ -26,6 +26,7 @@ from bot.conversation.languages import LANGUAGE_NAMES
 from bot.conversation.loader import LanguageSettings, load_flows
 from bot.conversation.model import FlowSet
 from bot.conversation.service import CaseTexts, ConversationService
+from bot.safety.service import SafetyService
 from bot.core.clock import Clock
 from bot.core.messages import Address, InboundMessage, Priority
 from bot.core.ports import Channel
@@ -114,6 +115,7 @@ class App:
     clock: Clock
     channels: Mapping[str, Channel]
     conversations: ConversationService
+    safety: SafetyService
     paging: PagingService
     sender: OutboxSender
     alerts: OperatorAlerts
@@ -224,6 +226,8 @@ class App:
             fired = await self.paging.tick(tx, now)
         async with self.store.transaction() as tx:
             await self.conversations.expire_drafts(tx, now)
+        async with self.store.transaction() as tx:
+            fired += await self.safety.tick(tx, now)
         if fired:
             self.wake()
         return fired
@@ -377,6 +381,7 @@ async def open_app(
         oncall=functools.partial(oncall_report, config),
         bundle_window=config.delivery.bundle_window,
     )
+    safety = SafetyService(flows, paging, grace=config.safety.checkin_grace)
     conversations = ConversationService(
         flows,
         rules,
@@ -390,6 +395,8 @@ async def open_app(
             resume_after=config.languages.resume_after,
             draft_expiry=config.languages.draft_expiry,
         ),
+        safety=safety,
+        deleting_channels={"telegram"},
     )
     sender = OutboxSender(store, channels, clock, lease=sender_lease or LEASE)
     return App(
@@ -399,6 +406,7 @@ async def open_app(
         clock=clock,
         channels=channels,
         conversations=conversations,
+        safety=safety,
         paging=paging,
         sender=sender,
         alerts=alerts,

@@ -572,6 +572,29 @@ class LanguagesConfig(_Model):
         return format_duration(value)
 
 
+class SafetyConfig(_Model):
+    """Defender safety features. Guarantees `checkin_grace` is between 1 minute and 2 hours:
+    the time between the reminder at a missed check-in and the critical case."""
+
+    checkin_grace: timedelta = timedelta(minutes=10)
+
+    @field_validator("checkin_grace", mode="before")
+    @classmethod
+    def _parse_grace(cls, value: object) -> object:
+        return _parse_duration_value(value, "10m")
+
+    @field_validator("checkin_grace")
+    @classmethod
+    def _check_grace(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(hours=2):
+            raise ValueError(f"must be from 1m to 2h, got {format_duration(value)}")
+        return value
+
+    @field_serializer("checkin_grace", when_used="json")
+    def _serialize_grace(self, value: timedelta) -> str:
+        return format_duration(value)
+
+
 class LimitsConfig(_Model):
     """Size limits; guarantees 200 <= `max_message_chars` <= 20000."""
 
@@ -1277,6 +1300,7 @@ _SECTIONS = (
     "keys",
     "flows",
     "languages",
+    "safety",
     "limits",
     "logging",
     "telegram",
@@ -1483,6 +1507,7 @@ class Config(_Model):
     keys: KeysConfig = Field(default_factory=KeysConfig)
     flows: FlowsConfig = Field(default_factory=FlowsConfig)
     languages: LanguagesConfig = Field(default_factory=LanguagesConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)

@@ -35,9 +35,33 @@ class Defender(Base):
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     address_ct: Mapped[bytes] = mapped_column(LargeBinary)
     session_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    plan_ct: Mapped[bytes | None] = mapped_column(LargeBinary)  # the safety plan, encrypted
     # When the unfinished intake form kept in the session expires (the durable draft timer);
     # NULL when there is no draft.
     draft_expires_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Checkin(Base):
+    """A check-in timer: ``next_at`` is when the engine acts next (nudge, then a case).
+
+    States: ``active`` (waiting for the deadline), ``nudged`` (deadline passed, defender
+    nudged, grace running), ``missed`` (a case was opened), ``done`` (ended with /safe),
+    ``replaced`` (a newer check-in took over)."""
+
+    __tablename__ = "checkin"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    defender_id: Mapped[str] = mapped_column(
+        ForeignKey("defender.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[int] = mapped_column(BigInteger)
+    next_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    note_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    case_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 

@@ -30,6 +30,7 @@ from bot.core.clock import from_millis, to_millis
 from bot.core.messages import Address, Choice, InboundMessage
 from bot.core.records import (
     CaseView,
+    CheckinView,
     ClaimedMessage,
     DefenderView,
     EscalationView,
@@ -39,7 +40,7 @@ from bot.core.refs import new_reference
 from bot.paging.watchdog import OpenCaseState, Snapshot
 from db.crypto import DataKey, KeyRing, field_context
 from db.ids import new_id
-from db.models import Case, CaseEntry, Defender, Escalation, EventLog, Inbox, Outbox
+from db.models import Case, CaseEntry, Checkin, Defender, Escalation, EventLog, Inbox, Outbox
 
 
 class Store:
@@ -287,6 +288,129 @@ class Transaction:
             row.address_ct, field_context("defender", "address", row.id)
         )
         return Address(channel, identity), self._session_of(row, key)
+
+    # -- safety plan and check-ins --------------------------------------------------------
+
+    def code_digest(self, defender_id: str, code: str) -> str:
+        """Return the keyed hash of a safety code (HMAC under the server pepper, bound to
+        the defender): codes are compared and stored only as these."""
+        return self._keys.pseudonym("code", f"{defender_id}\x00{code}")
+
+    async def defender_plan(self, defender_id: str) -> dict[str, Any] | None:
+        """Return the defender's safety plan, decrypted (None if they have none)."""
+        row = await self._defender_row(defender_id)
+        if row.plan_ct is None:
+            return None
+        key = self._key("defender", row.id, row.wrapped_key)
+        plan: dict[str, Any] = key.decrypt_json(
+            row.plan_ct, field_context("defender", "plan", row.id)
+        )
+        return plan
+
+    async def defender_save_plan(
+        self, defender_id: str, plan: Mapping[str, Any] | None, now: datetime
+    ) -> None:
+        """Store the defender's safety plan encrypted under their key (None deletes it)."""
+        row = await self._defender_row(defender_id)
+        key = self._key("defender", row.id, row.wrapped_key)
+        row.plan_ct = (
+            None
+            if plan is None
+            else key.encrypt_json(dict(plan), field_context("defender", "plan", row.id))
+        )
+        row.updated_at = to_millis(now)
+
+    def _checkin_view(self, row: Checkin) -> CheckinView:
+        note = None
+        if row.note_ct is not None:
+            key = self._key("checkin", row.id, row.wrapped_key)
+            note = key.decrypt_text(row.note_ct, field_context("checkin", "note", row.id))
+        return CheckinView(
+            id=row.id,
+            defender_id=row.defender_id,
+            state=row.state,
+            due_at=from_millis(row.due_at),
+            next_at=None if row.next_at is None else from_millis(row.next_at),
+            note=note,
+            case_id=row.case_id,
+        )
+
+    async def checkin_start(
+        self, defender_id: str, due_at: datetime, note: str | None, now: datetime
+    ) -> CheckinView:
+        """Start a check-in timer due at ``due_at`` (the note encrypted); a running one of
+        the same defender is replaced, so there is at most one."""
+        await self._s.execute(
+            update(Checkin)
+            .where(Checkin.defender_id == defender_id, Checkin.state.in_(("active", "nudged")))
+            .values(state="replaced", next_at=None, updated_at=to_millis(now))
+        )
+        row_id = new_id()
+        key, wrapped = self._new_key("checkin", row_id)
+        row = Checkin(
+            id=row_id,
+            defender_id=defender_id,
+            state="active",
+            due_at=to_millis(due_at),
+            next_at=to_millis(due_at),
+            wrapped_key=wrapped,
+            note_ct=None
+            if note is None
+            else key.encrypt_text(note, field_context("checkin", "note", row_id)),
+            created_at=to_millis(now),
+            updated_at=to_millis(now),
+        )
+        self._s.add(row)
+        await self._s.flush()
+        return self._checkin_view(row)
+
+    async def checkin_running(self, defender_id: str) -> CheckinView | None:
+        """Return the defender's running check-in (active or nudged), if any."""
+        row = (
+            await self._s.execute(
+                select(Checkin).where(
+                    Checkin.defender_id == defender_id, Checkin.state.in_(("active", "nudged"))
+                )
+            )
+        ).scalar_one_or_none()
+        return None if row is None else self._checkin_view(row)
+
+    async def checkins_due(self, now: datetime, limit: int = 50) -> list[CheckinView]:
+        """Return running check-ins whose next action is due, oldest first; on PostgreSQL
+        locked so that several instances never act on one twice."""
+        query = (
+            select(Checkin)
+            .where(Checkin.next_at <= to_millis(now))
+            .order_by(Checkin.next_at, Checkin.id)
+            .limit(limit)
+        )
+        if self._dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = (await self._s.execute(query)).scalars()
+        return [self._checkin_view(row) for row in rows]
+
+    async def checkin_set(
+        self,
+        checkin_id: str,
+        state: str,
+        next_at: datetime | None,
+        now: datetime,
+        case_id: str | None = None,
+    ) -> None:
+        """Move a check-in to ``state`` with its next action at ``next_at`` (None: none)."""
+        values: dict[str, Any] = {
+            "state": state,
+            "next_at": None if next_at is None else to_millis(next_at),
+            "updated_at": to_millis(now),
+        }
+        if case_id is not None:
+            values["case_id"] = case_id
+        await self._s.execute(update(Checkin).where(Checkin.id == checkin_id).values(**values))
+
+    async def next_checkin_due(self) -> datetime | None:
+        """Return when the earliest check-in action is due (for precise wake-ups)."""
+        value = (await self._s.execute(select(func.min(Checkin.next_at)))).scalar_one_or_none()
+        return None if value is None else from_millis(value)
 
     # -- cases ---------------------------------------------------------------------------
 

@@ -48,7 +48,10 @@ class ConsoleChannel:
         self._run = secrets.token_hex(8)  # dedup keys are unique per run of the shell
 
     async def send(self, message: OutboundMessage) -> None:
-        """Print ``message``, every line prefixed with its recipient, and flush."""
+        """Print ``message``, every line prefixed with its recipient, and flush (a deletion
+        without text prints nothing: a terminal cannot unprint a line)."""
+        if message.kind == "scrub" and not message.text:
+            return
         who = message.recipient.identity
         lines = message.text.split("\n") or [""]
         self._stdout.write("".join(f"[to {who}] {line}\n" for line in lines))

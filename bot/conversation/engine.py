@@ -62,6 +62,9 @@ class Session:
         selection: options ticked so far on a multi-select question (with buttons).
         resuming: the defender came back after a silence and was asked whether to continue.
         expired: a draft was deleted for silence; the defender is told when they next write.
+        compromised: the device is under duress or seized: nothing but disguise answers go to
+            it (see ``bot.safety``).
+        wrong_codes: safety codes typed wrong in a row.
         notices: one-time notices already shown (e.g. the Telegram encryption warning).
         chat_ids: platform ids of the defender's messages in a chat that will be deleted after
             the intake (Telegram), kept only until then.
@@ -78,6 +81,8 @@ class Session:
     selection: tuple[str, ...] = ()
     resuming: bool = False
     expired: bool = False
+    compromised: bool = False
+    wrong_codes: int = 0
     notices: tuple[str, ...] = ()
     chat_ids: tuple[str, ...] = ()
 
@@ -101,6 +106,8 @@ class Session:
             "selection": list(self.selection),
             "resuming": self.resuming,
             "expired": self.expired,
+            "compromised": self.compromised,
+            "wrong_codes": self.wrong_codes,
             "notices": list(self.notices),
             "chat_ids": list(self.chat_ids),
         }
@@ -121,6 +128,8 @@ class Session:
             selection=tuple(data.get("selection") or ()),
             resuming=bool(data.get("resuming", False)),
             expired=bool(data.get("expired", False)),
+            compromised=bool(data.get("compromised", False)),
+            wrong_codes=int(data.get("wrong_codes", 0)),
             notices=tuple(data.get("notices") or ()),
             chat_ids=tuple(data.get("chat_ids") or ()),
         )

@@ -15,7 +15,9 @@ from bot.core.messages import InboundMessage, Priority
 from bot.core.ports import Transaction
 from bot.core.records import CaseView, OutboxItem
 from bot.core.text import clean_input
-from bot.paging.service import CaseSummary, PagingService
+from bot.paging.service import DURESS_LABEL, CaseSummary, PagingService
+from bot.safety.commands import Command, safety_command
+from bot.safety.service import SafetyService
 from bot.triage.rules import RuleSet, answer_flags, tier_rank, triage
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ class ConversationService:
         scrub_delay: how long after storing the chat is cleared (time to read the answer).
         signal_number: the bot's Signal number, offered to Telegram users as the safer way.
         timing: when a quiet draft is questioned and when it expires.
+        safety: runs codes, check-ins and duress (None: safety commands are unknown).
+        deleting_channels: channels where the bot can delete a defender's message (Telegram):
+            a message that carried a safety code is deleted there at once.
     """
 
     def __init__(
@@ -64,8 +69,12 @@ class ConversationService:
         scrub_delay: timedelta = SCRUB_DELAY,
         signal_number: str | None = None,
         timing: engine.Timing = DEFAULT_TIMING,
+        safety: SafetyService | None = None,
+        deleting_channels: Collection[str] = (),
     ) -> None:
         self._timing = timing
+        self._safety = safety
+        self._deleting_channels = frozenset(deleting_channels)
         self._scrub_channels = frozenset(scrub_channels)
         self._scrub_delay = scrub_delay
         self._warnings: dict[str, Callable[[str], str]] = {
@@ -100,6 +109,13 @@ class ConversationService:
         cleaned = clean_input(message.text, self._max_chars)
         cases = await tx.cases_of_defender(defender.id)
         open_case = next((c for c in cases if c.status != "resolved"), None)
+        command = safety_command(cleaned.text) if message.button is None else None
+        if self._safety is not None and (command is not None or session.compromised):
+            session = await self._safely(
+                tx, key, defender.id, session, command, message, cleaned.text, cases, now
+            )
+            await tx.defender_save_session(defender.id, session.to_dict(), now)
+            return
         step_input = engine.StepInput(
             text=cleaned.text,
             truncated_to=self._max_chars if cleaned.truncated else None,
@@ -175,6 +191,56 @@ class ConversationService:
         await tx.defender_save_session(
             defender.id, session.to_dict(), now, draft_expires_at=expires
         )
+
+    async def _safely(
+        self,
+        tx: Transaction,
+        key: str,
+        defender_id: str,
+        session: engine.Session,
+        command: Command | None,
+        message: InboundMessage,
+        text: str,
+        cases: Sequence[CaseView],
+        now: datetime,
+    ) -> engine.Session:
+        """A safety command, or anything from a device marked compromised."""
+        assert self._safety is not None
+        sender = message.sender
+        if command is None:  # a compromised device: keep what it says for responders, reply nothing
+            await self._safety.from_compromised(tx, defender_id, text, cases, now, key)
+            return session
+        result = await self._safety.handle(tx, defender_id, session, command, cases, now)
+        if (
+            result.delete_message
+            and message.platform_message_id is not None
+            and sender.channel in self._deleting_channels
+        ):
+            await tx.outbox_add(
+                OutboxItem(
+                    idempotency_key=f"delete:{key}",
+                    kind="scrub",
+                    priority=Priority.URGENT,
+                    recipient=sender,
+                    text="",
+                    defender_id=defender_id,
+                    delete_ids=(message.platform_message_id,),
+                ),
+                now,
+            )
+        for index, reply in enumerate(result.replies):
+            await tx.outbox_add(
+                OutboxItem(
+                    idempotency_key=f"reply:{key}:{index}",
+                    kind="reply",
+                    priority=Priority.URGENT,
+                    recipient=sender,
+                    text=reply,
+                    defender_id=defender_id,
+                ),
+                now,
+            )
+        return result.session
 
     async def expire_drafts(self, tx: Transaction, now: datetime, limit: int = 100) -> int:
         """Delete the drafts that have been quiet for the draft expiry; return how many.
@@ -271,7 +337,11 @@ class CaseTexts:
     def describe(self, details: Mapping[str, Any], added: Sequence[tuple[str, str]]) -> CaseSummary:
         """Return the type and coarse place of a case for a page (never more than that)."""
         answers: Mapping[str, Any] = details.get("answers", {})
-        if details.get("kind") == FlowKind.SOS.value:
+        if details.get("duress") or ("flag", "duress") in added:
+            label = DURESS_LABEL
+        elif details.get("kind") == "checkin":
+            label = "Missed check-in"
+        elif details.get("kind") == FlowKind.SOS.value:
             label = "SOS alert"
         else:
             label = "Emergency intake (type not given)"
@@ -299,6 +369,13 @@ class CaseTexts:
                     continue
                 shown = engine.display(self._flows, flow, step, value)
                 lines.append(f"{engine.label(self._flows, flow, step)}: {shown}")
+        if details.get("note"):
+            lines.append(f"Check-in note: {details['note']}")
+        if details.get("duress") or ("flag", "duress") in added:
+            lines.append(
+                "The defender's device is under duress or seized: do not write or call it. "
+                "Reach them through their referrer or a trusted contact."
+            )
         reasons = details.get("reasons") or []
         if reasons:
             lines.append("Why this tier: " + "; ".join(reasons))

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 from bot.core.records import (
     CaseView,
+    CheckinView,
     ClaimedMessage,
     DefenderView,
     EscalationView,
@@ -87,6 +88,52 @@ class Transaction(Protocol):
 
     async def defender_contact(self, defender_id: str) -> tuple[Address, dict[str, Any] | None]:
         """Return the defender's address and stored session (for their language)."""
+        ...
+
+    def code_digest(self, defender_id: str, code: str) -> str:
+        """Return the keyed hash of a safety code (HMAC under the server pepper, bound to
+        the defender): codes are compared and stored only as these."""
+        ...
+
+    async def defender_plan(self, defender_id: str) -> dict[str, Any] | None:
+        """Return the defender's safety plan, decrypted (None if they have none)."""
+        ...
+
+    async def defender_save_plan(
+        self, defender_id: str, plan: Mapping[str, Any] | None, now: datetime
+    ) -> None:
+        """Store the defender's safety plan encrypted under their key (None deletes it)."""
+        ...
+
+    async def checkin_start(
+        self, defender_id: str, due_at: datetime, note: str | None, now: datetime
+    ) -> CheckinView:
+        """Start a check-in timer due at ``due_at`` (the note encrypted); a running one of
+        the same defender is replaced, so there is at most one."""
+        ...
+
+    async def checkin_running(self, defender_id: str) -> CheckinView | None:
+        """Return the defender's running check-in (active or nudged), if any."""
+        ...
+
+    async def checkins_due(self, now: datetime, limit: int = 50) -> list[CheckinView]:
+        """Return running check-ins whose next action is due, oldest first; on PostgreSQL
+        locked so that several instances never act on one twice."""
+        ...
+
+    async def checkin_set(
+        self,
+        checkin_id: str,
+        state: str,
+        next_at: datetime | None,
+        now: datetime,
+        case_id: str | None = None,
+    ) -> None:
+        """Move a check-in to ``state`` with its next action at ``next_at`` (None: none)."""
+        ...
+
+    async def next_checkin_due(self) -> datetime | None:
+        """Return when the earliest check-in action is due (for precise wake-ups)."""
         ...
 
     async def case_open(

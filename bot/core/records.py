@@ -18,6 +18,25 @@ class DefenderView:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckinView:
+    """A check-in timer with its note decrypted.
+
+    Attributes:
+        state: active | nudged | missed | done | replaced.
+        due_at: the deadline the defender set.
+        next_at: when the engine acts next (None once finished).
+    """
+
+    id: str
+    defender_id: str
+    state: str
+    due_at: datetime
+    next_at: datetime | None
+    note: str | None
+    case_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CaseView:
     """A case without its content."""
 

@@ -40,6 +40,12 @@ RESPONDER_HELP = (
     "help — this list"
 )
 TIERS = ("critical", "high", "medium", "low")
+DURESS_LABEL = "DURESS — do not contact this device"
+
+
+def to_key(moment: datetime) -> str:
+    """A moment as part of an idempotency key."""
+    return str(int(moment.timestamp() * 1000))
 
 
 def format_age(delta: timedelta) -> str:
@@ -455,6 +461,13 @@ class PagingService:
         """Send ``text`` to the case's defender, signed only as the team; keep it encrypted."""
         if not text:
             return f"Nothing to send. Write: reply {case.ref} followed by your message."
+        _, session = await tx.defender_contact(case.defender_id)
+        if (session or {}).get("compromised"):
+            return (
+                f"Not sent: the defender's device for case {case.ref} is marked compromised "
+                "(duress or seized). Do not write or call it; reach them through their "
+                "referrer or a trusted contact."
+            )
         await tx.case_add_entry(case.id, f"reply:{responder}", text, now)
         if case.taken_by == responder:
             await self._watch_taker(tx, case, now)
@@ -520,6 +533,64 @@ class PagingService:
                     priority=Priority.URGENT,
                     recipient=NOBODY,
                     text=f"Case {case.ref} is now {tier.upper()}: {why}",
+                    case_id=case.id,
+                    responder=case.taken_by,
+                ),
+                now,
+            )
+
+    async def call_off(self, tx: Transaction, case: CaseView, now: datetime) -> None:
+        """The defender called the case off with their safe code: close it as a false alarm,
+        stop its paging, and tell everyone paged for it."""
+        if not await tx.case_resolve(case.id, "defender", "called off with the safe code", now):
+            return
+        await tx.escalation_stop(case.id, "cancelled", now)
+        cancelled = await tx.outbox_cancel_pages(case.id)
+        await tx.log(
+            "case.called_off",
+            now,
+            case_id=case.id,
+            actor="defender",
+            detail=f"cancelled={cancelled}",
+        )
+        for name in await tx.paged_responders(case.id):
+            await queue_to_person(
+                tx,
+                self.directory.reachable_addresses(name),
+                OutboxItem(
+                    idempotency_key=f"calledoff:{case.id}:{name}",
+                    kind="notice",
+                    priority=Priority.URGENT,
+                    recipient=NOBODY,
+                    text=f"Case {case.ref} was called off by the defender with their safe "
+                    "code (false alarm). No action needed.",
+                    case_id=case.id,
+                    responder=name,
+                ),
+                now,
+            )
+
+    async def flag_duress(self, tx: Transaction, case: CaseView, why: str, now: datetime) -> None:
+        """Keep ``case`` open, flag it DURESS and make it critical: an untaken case is paged
+        afresh on the critical ladder; the responder who has it is told at once."""
+        await tx.case_add_entry(case.id, "flag", "duress", now)
+        await tx.log("case.duress", now, case_id=case.id, actor="defender")
+        if case.tier != "critical":
+            await self._set_tier(tx, case, "critical", "tier:duress", why, "defender", now)
+        else:
+            state = await tx.escalation_of(case.id)
+            if case.status == "open" and state is not None:
+                await self.start(tx, case, now)
+        if case.status == "taken" and case.taken_by:
+            await queue_to_person(
+                tx,
+                self.directory.reachable_addresses(case.taken_by),
+                OutboxItem(
+                    idempotency_key=f"duress:{case.id}:{to_key(now)}",
+                    kind="notice",
+                    priority=Priority.URGENT,
+                    recipient=NOBODY,
+                    text=f"CRITICAL case {case.ref}\n{DURESS_LABEL}\n{why}",
                     case_id=case.id,
                     responder=case.taken_by,
                 ),
@@ -641,6 +712,8 @@ class PagingService:
         """Queue a notice to the case's defender, on the platform they used, in their language
         (``body``, if given, follows the notice on its own lines)."""
         address, session = await tx.defender_contact(case.defender_id)
+        if (session or {}).get("compromised"):
+            return  # nothing more goes to a device under duress or seized
         language = (session or {}).get("language") or self._default_language
         text = self._defender_text(text_key, language, case.ref)
         await tx.outbox_add(
