@@ -26,7 +26,6 @@ from bot.conversation.languages import LANGUAGE_NAMES
 from bot.conversation.loader import LanguageSettings, load_flows
 from bot.conversation.model import FlowSet
 from bot.conversation.service import CaseTexts, ConversationService
-from bot.safety.service import SafetyService
 from bot.core.clock import Clock
 from bot.core.messages import Address, InboundMessage, Priority
 from bot.core.ports import Channel
@@ -36,6 +35,7 @@ from bot.paging.directory import Directory, ResponderEntry
 from bot.paging.oncall import report as oncall_report
 from bot.paging.service import PagingService
 from bot.paging.watchdog import OperatorAlerts, Problem, check
+from bot.safety.service import SafetyService
 from bot.triage.rules import RuleSet, load_rules
 from db import migrate
 from db.base import InstanceLock, create_engine, instance_lock
