@@ -211,6 +211,11 @@ class ConversationService:
             await self._safety.from_compromised(tx, defender_id, text, cases, now, key)
             return session
         result = await self._safety.handle(tx, defender_id, session, command, cases, now)
+        replies = list(result.replies)
+        session = result.session
+        if sender.channel in self._warnings and sender.channel not in session.notices:
+            replies.insert(0, self._warnings[sender.channel](session.language))
+            session = replace(session, notices=(*session.notices, sender.channel))
         if (
             result.delete_message
             and message.platform_message_id is not None
@@ -223,12 +228,13 @@ class ConversationService:
                     priority=Priority.URGENT,
                     recipient=sender,
                     text="",
-                    defender_id=defender_id,
+                    # No defender_id: a scrub tied to the defender also deletes what we sent
+                    # them; this one deletes only the message that carried the code.
                     delete_ids=(message.platform_message_id,),
                 ),
                 now,
             )
-        for index, reply in enumerate(result.replies):
+        for index, reply in enumerate(replies):
             await tx.outbox_add(
                 OutboxItem(
                     idempotency_key=f"reply:{key}:{index}",
@@ -240,7 +246,7 @@ class ConversationService:
                 ),
                 now,
             )
-        return result.session
+        return session
 
     async def expire_drafts(self, tx: Transaction, now: datetime, limit: int = 100) -> int:
         """Delete the drafts that have been quiet for the draft expiry; return how many.

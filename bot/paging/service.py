@@ -113,16 +113,19 @@ class PagingService:
 
     # -- pages ---------------------------------------------------------------------------
 
-    async def start(self, tx: Transaction, case: CaseView, now: datetime) -> None:
+    async def start(
+        self, tx: Transaction, case: CaseView, now: datetime, note: str | None = None
+    ) -> None:
         """Start the escalation of a new case: queue the first step's pages and store the
-        next due time, in the caller's transaction."""
+        next due time, in the caller's transaction. With a ``note`` (a restart for a reason,
+        e.g. duress) the pages carry it and are new pages, not repeats of the first ones."""
         policy = self._policies[case.tier]
         hours = getattr(policy, "hours", None)
         if hours is not None and not hours.is_open(now):
             await self._queue(tx, case, now)
             return
         decision = escalation.start(policy, self.directory.reachable, now, self._targets)
-        await self._apply(tx, case, decision, now)
+        await self._apply(tx, case, decision, now, note)
 
     def _raise_at(self, case: CaseView) -> datetime | None:
         """When an untaken case of a tier with ``raise_after`` is raised to the next tier."""
@@ -237,7 +240,12 @@ class PagingService:
             await tx.escalation_watch(case.id, now + timeout, now)
 
     async def _apply(
-        self, tx: Transaction, case: CaseView, decision: escalation.Decision, now: datetime
+        self,
+        tx: Transaction,
+        case: CaseView,
+        decision: escalation.Decision,
+        now: datetime,
+        note: str | None = None,
     ) -> None:
         for skipped in decision.skipped:
             await tx.log(
@@ -268,7 +276,7 @@ class PagingService:
             await tx.log("escalation.exhausted", now, case_id=case.id)
             log.warning("escalation.exhausted case=%s tier=%s", case.id, case.tier)
             return
-        await self._send_pages(tx, case, decision, now)
+        await self._send_pages(tx, case, decision, now, note=note)
         await tx.escalation_save(
             case.id,
             case.tier,
@@ -576,11 +584,13 @@ class PagingService:
         await tx.case_add_entry(case.id, "flag", "duress", now)
         await tx.log("case.duress", now, case_id=case.id, actor="defender")
         if case.tier != "critical":
-            await self._set_tier(tx, case, "critical", "tier:duress", why, "defender", now)
+            await self._set_tier(
+                tx, case, "critical", "tier:duress", why, "defender", now, note=why
+            )
         else:
             state = await tx.escalation_of(case.id)
             if case.status == "open" and state is not None:
-                await self.start(tx, case, now)
+                await self.start(tx, case, now, note=why)
         if case.status == "taken" and case.taken_by:
             await queue_to_person(
                 tx,
@@ -606,8 +616,10 @@ class PagingService:
         why: str,
         actor: str,
         now: datetime,
+        note: str | None = None,
     ) -> None:
-        """Store the new tier (and why); an untaken case restarts paging on its ladder."""
+        """Store the new tier (and why); an untaken case restarts paging on its ladder (its
+        pages carrying ``note``, when given)."""
         await tx.case_set_tier(case.id, tier, now)
         if why:
             await tx.case_add_entry(case.id, label, why, now)
@@ -617,7 +629,7 @@ class PagingService:
         state = await tx.escalation_of(case.id)
         if case.status == "open" and state is not None and state.state in {"active", "exhausted"}:
             updated = await tx.case_by_id(case.id)
-            await self.start(tx, updated, now)
+            await self.start(tx, updated, now, note)
 
     async def _ack(
         self,
@@ -649,15 +661,17 @@ class PagingService:
         )
         log.info("case.taken case=%s cancelled_pages=%s", case.id, cancelled)
         details, added = await tx.case_details(case.id)
+        told = await self._tell_defender(tx, case, "taken", now, key)
         lines = [
             f"You have case {case.ref} ({case.tier.upper()}, opened "
             f"{format_age(now - case.created_at)} ago).",
             *self._detail_lines(details, added),
-            "The defender has been told that a responder has their case.",
+            "The defender has been told that a responder has their case."
+            if told
+            else "The defender was NOT told: their device is marked compromised.",
             f"When it is done: resolve {case.ref} [note]",
         ]
         out: list[tuple[Address, str, int]] = [(sender, "\n".join(lines), Priority.URGENT)]
-        await self._tell_defender(tx, case, "taken", now, key)
         for name in await tx.paged_responders(case.id):
             if name != responder:
                 await queue_to_person(
@@ -708,12 +722,13 @@ class PagingService:
         now: datetime,
         key: str,
         body: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Queue a notice to the case's defender, on the platform they used, in their language
-        (``body``, if given, follows the notice on its own lines)."""
+        (``body``, if given, follows the notice on its own lines). Returns False, queueing
+        nothing, when their device is marked compromised."""
         address, session = await tx.defender_contact(case.defender_id)
         if (session or {}).get("compromised"):
-            return  # nothing more goes to a device under duress or seized
+            return False  # nothing more goes to a device under duress or seized
         language = (session or {}).get("language") or self._default_language
         text = self._defender_text(text_key, language, case.ref)
         await tx.outbox_add(
@@ -728,6 +743,7 @@ class PagingService:
             ),
             now,
         )
+        return True
 
     async def _cases(self, tx: Transaction, now: datetime) -> str:
         cases = await tx.cases_open()

@@ -1,0 +1,245 @@
+"""Defender safety on a controllable clock, GoAlert-style: codes, check-in timers, duress
+that looks exactly like the safe code, and devices marked compromised. Every test fails on
+any message nobody expected."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.core.messages import OutboundMessage
+from db.models import Case, Checkin
+from tests.harness import TEST_CONFIG, Harness
+
+A = "telegram:111000111"  # the defender who gives the safe code
+B = "telegram:222000222"  # the defender who gives the duress code
+DURESS_PAGE = "DURESS — do not contact this device"
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    """Console responders, and defenders on a recording Telegram channel."""
+    config = TEST_CONFIG.replace("[keys]", "[telegram]\ndelete_after_intake = false\n\n[keys]")
+    harness = await Harness.create(tmp_path, config, channels=("telegram",))
+    try:
+        yield harness
+        harness.expect_nothing()
+    finally:
+        await harness.stop()
+
+
+def seen_by(h: Harness, who: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Everything the Telegram channel was asked to do in ``who``'s chat, in order: kind,
+    text, and which of the defender's messages it deleted."""
+    identity = who.partition(":")[2]
+    return [(m.kind, m.text, m.delete_ids) for m in h.log if m.recipient.identity == identity]
+
+
+@pytest.fixture(autouse=True)
+def _record_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a full log of what each channel sent (the harness files only texts)."""
+    original = Harness.collect
+
+    async def collect(self: Harness) -> None:
+        assert self.app is not None
+        await self.app.drain()
+        if not hasattr(self, "log"):
+            self.log: list[OutboundMessage] = []  # type: ignore[misc]
+        for channel in (self.channel, *self.extra_channels):
+            self.log.extend(channel.sent)
+        await original(self)
+
+    monkeypatch.setattr(Harness, "collect", collect)
+
+
+async def say(h: Harness, who: str, text: str, message_id: int) -> None:
+    """``who`` writes ``text`` as Telegram message ``message_id``."""
+    await h.say(text, who=who, platform_message_id=str(message_id))
+
+
+async def set_codes(h: Harness, who: str) -> None:
+    """Set the safe code 'blue sky' and the duress code 'red'; check the confirmations."""
+    await say(h, who, "/code safe Blue  Sky", 1)
+    h.expect(who.partition(":")[2], "Before you write")  # the Telegram warning, first time
+    h.expect(who.partition(":")[2], r"^Safe code saved\.")
+    await say(h, who, "/code duress red", 2)
+    h.expect(who.partition(":")[2], r"^Duress code saved\.")
+
+
+async def test_codes_are_kept_only_as_keyed_hashes_and_plan_shows_no_code(
+    h: Harness, tmp_path: Path
+) -> None:
+    """/plan says which codes are set but never shows them; the same word cannot be both;
+    the messages carrying codes are deleted from the chat; the database file holds neither
+    word."""
+    a = A.partition(":")[2]
+    await set_codes(h, A)
+    await say(h, A, "/code safe RED", 3)
+    h.expect(a, "must be different")
+    await say(h, A, "/plan", 4)
+    plan = h.expect(a, r"^Your safety plan:\nSafe code: set\nDuress code: set\nTime zone: not set")
+    assert "blue" not in plan.string.casefold() and "red" not in plan.string.casefold()
+    deleted = [ids for kind, _, ids in seen_by(h, A) if kind == "scrub"]
+    assert deleted == [("1",), ("2",), ("3",)]  # every message that carried a code
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("intake.db*"))
+    assert b"blue sky" not in raw.lower() and b"Blue  Sky" not in raw and b"red" not in raw
+
+
+async def test_a_check_in_kept_with_the_safe_code_raises_nothing(h: Harness) -> None:
+    """/checkin 2h → deadline confirmed; /safe with the safe code (any case, extra spaces)
+    ends it; hours later nothing has been paged."""
+    a = A.partition(":")[2]
+    await set_codes(h, A)
+    await say(h, A, "/checkin 2h court hearing, Istanbul", 3)
+    h.expect(a, r"^Check-in set for \d{4}-\d\d-\d\d \d\d:\d\d UTC\. Before then, send /safe")
+    await h.advance(timedelta(hours=1))
+    await say(h, A, "/safe blue sky", 4)
+    h.expect(a, r"^Thank you\. Take care\.$")
+    await h.advance(timedelta(hours=3))
+    h.expect_nothing()
+
+
+async def test_a_missed_check_in_nudges_then_pages_after_the_grace_period(h: Harness) -> None:
+    """At the deadline one reminder; ten minutes later a critical 'missed check-in' case
+    with the note; the timer is a row, so a restart in between loses nothing."""
+    a = A.partition(":")[2]
+    await say(h, A, "/checkin 30m meeting the prosecutor", 1)
+    h.expect(a, "Before you write")
+    h.expect(a, r"^Check-in set for ")
+    await h.restart()
+    await h.advance(timedelta(minutes=29))
+    h.expect_nothing()
+    await h.advance(timedelta(minutes=1))
+    h.expect(a, r"^Your check-in time has passed\. If you are OK, send /safe")
+    await h.restart()
+    await h.advance(timedelta(minutes=9))
+    h.expect_nothing()
+    await h.advance(timedelta(minutes=1))
+    ref = h.expect_page("alice")
+    await h.say(f"ack {ref}", who="alice")
+    details = h.inbox["alice"].pop(0)
+    assert "Check-in note: meeting the prosecutor" in details
+    assert "missed check-in" in details
+    h.expect(a, "A responder has your case")
+    assert h.app is not None
+    async with h.app.engine.connect() as conn:
+        states = (await conn.execute(select(Checkin.state))).scalars().all()
+    assert states == ["missed"]
+
+
+async def test_a_clock_time_needs_the_time_zone_asked_once(h: Harness) -> None:
+    """/checkin 18:00 without a time zone asks for it; after /tz the clock time works and
+    is shown in that zone."""
+    a = A.partition(":")[2]
+    await say(h, A, "/checkin 18:00", 1)
+    h.expect(a, "Before you write")
+    h.expect(a, r"first tell me your time zone")
+    await say(h, A, "/tz Mars/Olympus", 2)
+    h.expect(a, "I do not know the time zone Mars/Olympus")
+    await say(h, A, "/tz europe/istanbul", 3)
+    h.expect(a, r"^Time zone saved: Europe/Istanbul\.$")
+    await say(h, A, "/checkin 18:00 border crossing", 4)
+    h.expect(a, r"^Check-in set for \d{4}-\d\d-\d\d 18:00 \(Europe/Istanbul\)\.")
+
+
+async def test_duress_at_a_check_in_looks_exactly_like_the_safe_code(h: Harness) -> None:
+    """Two defenders, same plan, same messages: one ends the check-in with the safe code,
+    the other with the duress code. What each chat shows — texts, deletions, their order —
+    is identical; only the duress one pages DURESS, and nothing more goes to that device."""
+    for who in (A, B):
+        await set_codes(h, who)
+        await say(h, who, "/checkin 1h", 3)
+        h.expect(who.partition(":")[2], "Check-in set")
+    await say(h, A, "/safe blue sky", 4)
+    await say(h, B, "/safe RED", 4)
+    h.expect(A.partition(":")[2], r"^Thank you\. Take care\.$")
+    h.expect(B.partition(":")[2], r"^Thank you\. Take care\.$")
+    assert seen_by(h, A) == seen_by(h, B)
+    ref = h.expect_page("alice")
+    assert h.inbox["alice"] == [] and f"{DURESS_PAGE}" in [
+        m.text.split("\n")[1] for m in h.log if m.text.startswith(f"CRITICAL case {ref}")
+    ]
+    await h.advance(timedelta(minutes=2))
+    assert h.expect_page("bob") == ref  # the duress case climbs its ladder like any other
+    await h.say(f"ack {ref}", who="bob")
+    details = h.inbox["bob"].pop(0)
+    assert "do not write or call it" in details and "duress code given at a check-in" in details
+    assert "The defender was NOT told: their device is marked compromised." in details
+    h.expect("alice", f"Case {ref} was taken by bob")
+    await h.advance(timedelta(hours=2))  # neither check-in is missed any more
+    h.expect_nothing()
+    assert not h.inbox[B.partition(":")[2]], "the compromised device heard about the ack"
+    await h.say(f"reply {ref} are you safe?", who="bob")
+    h.expect("bob", r"^Not sent: the defender's device for case .* is marked compromised")
+    await say(h, B, "all fine, cancel everything", 5)
+    h.expect("bob", r"from the device marked compromised — it may not be the defender")
+    assert not h.inbox[B.partition(":")[2]]
+
+
+@pytest.mark.parametrize("code", ["blue sky", "red"])
+async def test_cancel_an_sos_with_each_code(h: Harness, code: str) -> None:
+    """/cancel with the safe code calls the SOS off (responders told, paging stops); with
+    the duress code the defender sees the very same answer, the case stays open, is
+    flagged DURESS and paged again."""
+    a = A.partition(":")[2]
+    await set_codes(h, A)
+    await say(h, A, "SOS", 3)
+    ref = h.expect_page("alice")
+    h.inbox[a].clear()
+    await say(h, A, f"/cancel {code}", 4)
+    h.expect(a, r"^Cancelled\. Take care\.$")
+    assert h.app is not None
+    async with h.app.engine.connect() as conn:
+        status = (await conn.execute(select(Case.status))).scalar_one()
+    if code == "blue sky":
+        h.expect("alice", rf"^Case {ref} was called off by the defender")
+        assert status == "resolved"
+        await h.advance(timedelta(minutes=30))
+        h.expect_nothing()
+    else:
+        page = h.inbox["alice"].pop(0)
+        assert page.startswith(f"CRITICAL case {ref}\n{DURESS_PAGE}")
+        assert status == "open"
+    scrubs = [ids for kind, _, ids in seen_by(h, A) if kind == "scrub"]
+    assert scrubs[-1] == ("4",)
+
+
+async def test_wrong_codes_reveal_nothing_and_three_in_a_row_count_as_duress(
+    h: Harness,
+) -> None:
+    """A wrong code gets the same answer whether or not a duress code is set; the third in
+    a row silently raises a DURESS case (the answer does not change)."""
+    a, b = A.partition(":")[2], B.partition(":")[2]
+    await set_codes(h, A)
+    await say(h, B, "/code safe blue sky", 1)
+    h.expect(b, "Before you write")
+    h.expect(b, "Safe code saved")
+    await say(h, A, "/safe green", 3)
+    await say(h, B, "/safe green", 3)
+    h.expect(a, r"^That code was not recognised\.$")
+    h.expect(b, r"^That code was not recognised\.$")
+    await say(h, A, "/safe yellow", 4)
+    h.expect(a, r"^That code was not recognised\.$")
+    h.expect_nothing()
+    await say(h, A, "/safe purple", 5)
+    h.expect(a, r"^That code was not recognised\.$")
+    ref = h.expect_page("alice")
+    await h.say(f"ack {ref}", who="alice")
+    assert "3 wrong codes in a row" in h.inbox["alice"].pop(0)
+
+
+async def test_without_codes_safe_just_confirms(h: Harness) -> None:
+    """A defender who set no codes ends a check-in with /safe alone (nothing to compare)."""
+    a = A.partition(":")[2]
+    await say(h, A, "/checkin 10m", 1)
+    h.inbox[a].clear()
+    await say(h, A, "/safe", 2)
+    h.expect(a, r"^Thank you\. Take care\.$")
+    await say(h, A, "/safe", 3)
+    h.expect(a, r"^There is no check-in running\.$")
+    await h.advance(timedelta(minutes=30))
+    h.expect_nothing()
