@@ -228,6 +228,7 @@ class App:
             await self.conversations.expire_drafts(tx, now)
         async with self.store.transaction() as tx:
             fired += await self.safety.tick(tx, now)
+            fired += await self.safety.auto_alerts(tx, now)
         if fired:
             self.wake()
         return fired
@@ -381,7 +382,12 @@ async def open_app(
         oncall=functools.partial(oncall_report, config),
         bundle_window=config.delivery.bundle_window,
     )
-    safety = SafetyService(flows, paging, grace=config.safety.checkin_grace)
+    safety = SafetyService(
+        flows,
+        paging,
+        grace=config.safety.checkin_grace,
+        auto_alert_after=config.safety.auto_alert_after,
+    )
     conversations = ConversationService(
         flows,
         rules,

@@ -574,11 +574,14 @@ class LanguagesConfig(_Model):
 
 class SafetyConfig(_Model):
     """Defender safety features. Guarantees `checkin_grace` is between 1 minute and 2 hours:
-    the time between the reminder at a missed check-in and the critical case."""
+    the time between the reminder at a missed check-in and the critical case.
+    `auto_alert_after`: how long a critical case may stay untaken before the trusted
+    contacts a defender allowed to be alerted automatically get their message."""
 
     checkin_grace: timedelta = timedelta(minutes=10)
+    auto_alert_after: timedelta = timedelta(minutes=30)
 
-    @field_validator("checkin_grace", mode="before")
+    @field_validator("checkin_grace", "auto_alert_after", mode="before")
     @classmethod
     def _parse_grace(cls, value: object) -> object:
         return _parse_duration_value(value, "10m")
@@ -590,7 +593,7 @@ class SafetyConfig(_Model):
             raise ValueError(f"must be from 1m to 2h, got {format_duration(value)}")
         return value
 
-    @field_serializer("checkin_grace", when_used="json")
+    @field_serializer("checkin_grace", "auto_alert_after", when_used="json")
     def _serialize_grace(self, value: timedelta) -> str:
         return format_duration(value)
 

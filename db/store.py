@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -407,6 +407,50 @@ class Transaction:
             values["case_id"] = case_id
         await self._s.execute(update(Checkin).where(Checkin.id == checkin_id).values(**values))
 
+    async def defender_forget(self, defender_id: str, withdraw_cases: bool, now: datetime) -> int:
+        """Crypto-shred what the defender asked us to forget; return how many cases were
+        withdrawn.
+
+        Always: the safety plan, the session and drafts, check-in timers, and every message
+        still waiting to be sent to them are destroyed. With ``withdraw_cases``, also every
+        case of theirs loses its key, details and entries, and the defender record loses its
+        key, address and pseudonym, so nothing left in the database can be decrypted or
+        linked to them (the caller stops the cases' paging first). Without it the key and
+        address stay, because the team still needs to reach them about open cases.
+        """
+        row = await self._defender_row(defender_id)
+        row.plan_ct = None
+        row.session_ct = None
+        row.draft_expires_at = None
+        row.updated_at = to_millis(now)
+        await self._s.execute(delete(Checkin).where(Checkin.defender_id == defender_id))
+        await self._s.execute(
+            update(Outbox)
+            .where(Outbox.defender_id == defender_id, Outbox.state.in_(("pending", "held")))
+            .values(state="cancelled", wrapped_key=None, recipient_ct=None, payload_ct=None)
+        )
+        if not withdraw_cases:
+            return 0
+        cases = (
+            (await self._s.execute(select(Case).where(Case.defender_id == defender_id)))
+            .scalars()
+            .all()
+        )
+        for case in cases:
+            await self._s.execute(delete(CaseEntry).where(CaseEntry.case_id == case.id))
+            case.wrapped_key = b""
+            case.details_ct = b""
+            case.resolve_note_ct = None
+            if case.status != "resolved":
+                case.status = "resolved"
+                case.resolved_by = "defender"
+                case.resolved_at = to_millis(now)
+            case.updated_at = to_millis(now)
+        row.wrapped_key = b""
+        row.address_ct = b""
+        row.identity_hash = f"forgotten:{new_id()}"  # unlinkable: a new message starts afresh
+        return len(cases)
+
     async def next_checkin_due(self) -> datetime | None:
         """Return when the earliest check-in action is due (for precise wake-ups)."""
         value = (await self._s.execute(select(func.min(Checkin.next_at)))).scalar_one_or_none()
@@ -474,6 +518,13 @@ class Transaction:
             select(Case).where(Case.status != "resolved").order_by(Case.created_at, Case.id)
         )
         return [self._case_view(row) for row in rows.scalars()]
+
+    async def case_has_event(self, case_id: str, event: str) -> bool:
+        """Return True when the case's log holds ``event`` (e.g. an automatic alert sent)."""
+        found = await self._s.execute(
+            select(EventLog.id).where(EventLog.case_id == case_id, EventLog.event == event).limit(1)
+        )
+        return found.first() is not None
 
     async def cases_of_defender(self, defender_id: str) -> list[CaseView]:
         """Return the defender's cases, newest first."""

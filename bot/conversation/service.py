@@ -111,10 +111,11 @@ class ConversationService:
         open_case = next((c for c in cases if c.status != "resolved"), None)
         command = safety_command(cleaned.text) if message.button is None else None
         if self._safety is not None and (command is not None or session.compromised):
-            session = await self._safely(
+            stored = await self._safely(
                 tx, key, defender.id, session, command, message, cleaned.text, cases, now
             )
-            await tx.defender_save_session(defender.id, session.to_dict(), now)
+            if stored is not None:
+                await tx.defender_save_session(defender.id, stored.to_dict(), now)
             return
         step_input = engine.StepInput(
             text=cleaned.text,
@@ -203,8 +204,9 @@ class ConversationService:
         text: str,
         cases: Sequence[CaseView],
         now: datetime,
-    ) -> engine.Session:
-        """A safety command, or anything from a device marked compromised."""
+    ) -> engine.Session | None:
+        """A safety command, or anything from a device marked compromised. Returns the
+        session to store (None: the defender was forgotten, nothing is stored)."""
         assert self._safety is not None
         sender = message.sender
         if command is None:  # a compromised device: keep what it says for responders, reply nothing
@@ -246,7 +248,7 @@ class ConversationService:
                 ),
                 now,
             )
-        return session
+        return None if result.forgotten else session
 
     async def expire_drafts(self, tx: Transaction, now: datetime, limit: int = 100) -> int:
         """Delete the drafts that have been quiet for the draft expiry; return how many.
@@ -347,6 +349,8 @@ class CaseTexts:
             label = DURESS_LABEL
         elif details.get("kind") == "checkin":
             label = "Missed check-in"
+        elif details.get("kind") == "drill":
+            label = "DRILL — a practice alert: acknowledge it as you would a real one"
         elif details.get("kind") == FlowKind.SOS.value:
             label = "SOS alert"
         else:

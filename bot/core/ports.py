@@ -136,6 +136,15 @@ class Transaction(Protocol):
         """Return when the earliest check-in action is due (for precise wake-ups)."""
         ...
 
+    async def defender_forget(self, defender_id: str, withdraw_cases: bool, now: datetime) -> int:
+        """Crypto-shred what the defender asked us to forget; return how many cases were
+        withdrawn (see ``db.store.Transaction.defender_forget``)."""
+        ...
+
+    async def case_has_event(self, case_id: str, event: str) -> bool:
+        """Return True when the case's log holds ``event`` (e.g. an automatic alert sent)."""
+        ...
+
     async def case_open(
         self, defender_id: str, kind: str, tier: str, details: Mapping[str, Any], now: datetime
     ) -> CaseView:

@@ -10,7 +10,7 @@ writes through the storage port.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +35,7 @@ RESPONDER_HELP = (
     "escalate REF — page the next step now\n"
     "tier REF critical|high|medium|low [why] — change the urgency\n"
     "resolve REF [note] — close the case\n"
+    "alert-contacts REF — send the defender's trusted contacts the message they chose\n"
     "cases — list open cases\n"
     "oncall — who is on call now, and the next hand-offs\n"
     "help — this list"
@@ -71,6 +72,7 @@ class CaseSummary:
     place: str | None
 
 
+ContactAlerter = Callable[["Transaction", "CaseView", str, datetime], Awaitable[str]]
 Describe = Callable[[Mapping[str, Any], Sequence[tuple[str, str]]], CaseSummary]
 Detail = Callable[[Mapping[str, Any], Sequence[tuple[str, str]]], list[str]]
 
@@ -109,6 +111,7 @@ class PagingService:
         self._describe = describe
         self._detail_lines = detail_lines
         self._defender_text = defender_text
+        self.contact_alerter: ContactAlerter | None = None  # set by the safety service
         self._default_language = default_language
 
     # -- pages ---------------------------------------------------------------------------
@@ -417,7 +420,7 @@ class PagingService:
         def answer(message: str) -> None:
             replies.append((sender, message, Priority.URGENT))
 
-        if verb in {"ack", "resolve", "reply", "escalate", "tier"}:
+        if verb in {"ack", "resolve", "reply", "escalate", "tier", "alert-contacts"}:
             ref = normalise_reference(words[1]) if len(words) > 1 else None
             case = await tx.case_by_ref(ref) if ref else None
             rest = text.split(None, 2)[2].strip() if len(words) > 2 else ""
@@ -439,6 +442,11 @@ class PagingService:
                 answer(await self._reply(tx, responder, case, rest, now, key))
             elif verb == "escalate":
                 answer(await self._escalate(tx, responder, case, now))
+            elif verb == "alert-contacts":
+                if self.contact_alerter is None:
+                    answer("Trusted contacts are not available here.")
+                else:
+                    answer(await self.contact_alerter(tx, case, responder, now))
             else:
                 answer(await self._retier(tx, responder, case, rest, now))
         elif verb == "cases":
@@ -547,10 +555,13 @@ class PagingService:
                 now,
             )
 
-    async def call_off(self, tx: Transaction, case: CaseView, now: datetime) -> None:
-        """The defender called the case off with their safe code: close it as a false alarm,
-        stop its paging, and tell everyone paged for it."""
-        if not await tx.case_resolve(case.id, "defender", "called off with the safe code", now):
+    async def call_off(
+        self, tx: Transaction, case: CaseView, now: datetime, *, withdrawn: bool = False
+    ) -> None:
+        """The defender called the case off with their safe code (or ``withdrawn`` it when
+        asking to be forgotten): close it, stop its paging, tell everyone paged for it."""
+        why = "withdrawn by the defender" if withdrawn else "called off with the safe code"
+        if not await tx.case_resolve(case.id, "defender", why, now):
             return
         await tx.escalation_stop(case.id, "cancelled", now)
         cancelled = await tx.outbox_cancel_pages(case.id)
@@ -570,7 +581,10 @@ class PagingService:
                     kind="notice",
                     priority=Priority.URGENT,
                     recipient=NOBODY,
-                    text=f"Case {case.ref} was called off by the defender with their safe "
+                    text=f"Case {case.ref} was withdrawn by the defender, who asked to be "
+                    "forgotten. No action needed."
+                    if withdrawn
+                    else f"Case {case.ref} was called off by the defender with their safe "
                     "code (false alarm). No action needed.",
                     case_id=case.id,
                     responder=name,
@@ -661,6 +675,8 @@ class PagingService:
         )
         log.info("case.taken case=%s cancelled_pages=%s", case.id, cancelled)
         details, added = await tx.case_details(case.id)
+        if case.kind == "drill":
+            return await self._drill_acked(tx, responder, sender, case, now, key)
         told = await self._tell_defender(tx, case, "taken", now, key)
         lines = [
             f"You have case {case.ref} ({case.tier.upper()}, opened "
@@ -689,6 +705,29 @@ class PagingService:
                     now,
                 )
         return out
+
+    async def _drill_acked(
+        self,
+        tx: Transaction,
+        responder: str,
+        sender: Address,
+        case: CaseView,
+        now: datetime,
+        key: str,
+    ) -> list[tuple[Address, str, int]]:
+        """A drill reached a responder: tell the defender how long it took, close it."""
+        took = format_age(now - case.created_at)
+        await self._tell_defender(tx, case, "drill_acked", now, key, body=took)
+        await tx.case_resolve(case.id, responder, "drill acknowledged", now)
+        await tx.log("drill.acked", now, case_id=case.id, actor=responder, detail=f"after={took}")
+        return [
+            (
+                sender,
+                f"Drill {case.ref} acknowledged after {took}: thank you. The defender has been "
+                "told; the drill is closed.",
+                Priority.URGENT,
+            )
+        ]
 
     async def _resolve(
         self,
@@ -756,7 +795,7 @@ class PagingService:
                 state = await tx.escalation_of(case.id)
                 if state is not None and state.state == "exhausted":
                     who += ", paging exhausted"
-            lines.append(
-                f"{case.ref}  {case.tier.upper()}  {format_age(now - case.created_at)}  {who}"
-            )
+            age = format_age(now - case.created_at)
+            drill = "  (drill)" if case.kind == "drill" else ""
+            lines.append(f"{case.ref}  {case.tier.upper()}  {age}  {who}{drill}")
         return "\n".join(lines)

@@ -141,7 +141,61 @@ class Command:
     argument: str
 
 
-SAFETY_COMMANDS = ("/plan", "/code", "/tz", "/checkin", "/safe")
+SAFETY_COMMANDS = (
+    "/plan",
+    "/code",
+    "/tz",
+    "/checkin",
+    "/safe",
+    "/contact",
+    "/referrer",
+    "/drill",
+    "/forget",
+)
+MAX_CONTACTS = 3
+_SIGNAL_NUMBER = re.compile(r"^\+[1-9]\d{6,14}$")
+_TELEGRAM_ID = re.compile(r"^(?:telegram:)?(\d{5,15})$")
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A trusted contact: who, where (Signal number or Telegram id), whether they may be
+    alerted without a responder deciding, and the message they get (no case details)."""
+
+    name: str
+    channel: str
+    identity: str
+    auto: bool
+    message: str
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the contact as stored in the (encrypted) safety plan."""
+        return {
+            "name": self.name,
+            "channel": self.channel,
+            "identity": self.identity,
+            "auto": self.auto,
+            "message": self.message,
+        }
+
+
+def parse_contact(argument: str) -> Contact | str:
+    """Parse ``NAME, ADDRESS, auto|ask, MESSAGE`` (a Signal number with +country code, or a
+    Telegram user id). Returns the contact, or the text key of what is wrong."""
+    parts = [part.strip() for part in argument.split(",", 3)]
+    if len(parts) != 4 or not parts[0] or not parts[3]:
+        return "contact_usage"
+    name, address, mode, message = parts
+    if mode.casefold() not in ("auto", "ask") or len(name) > 40 or len(message) > 300:
+        return "contact_usage"
+    compact = address.replace(" ", "").replace("-", "")
+    if _SIGNAL_NUMBER.fullmatch(compact):
+        channel, identity = "signal", compact
+    elif match := _TELEGRAM_ID.fullmatch(compact.casefold()):
+        channel, identity = "telegram", match.group(1)
+    else:
+        return "contact_bad_address"
+    return Contact(name, channel, identity, mode.casefold() == "auto", message)
 
 
 def safety_command(text: str) -> Command | None:

@@ -18,23 +18,31 @@ from typing import Any
 
 from bot.conversation.engine import Session
 from bot.conversation.model import FlowSet
-from bot.core.messages import Priority
+from bot.core.messages import Address, Priority
 from bot.core.ports import Transaction
 from bot.core.records import CaseView, OutboxItem
 from bot.paging.service import PagingService
 from bot.safety.commands import (
     MAX_CODE_LENGTH,
+    MAX_CONTACTS,
     MAX_NOTE_LENGTH,
     WRONG_CODES_BEFORE_DURESS,
     CodeMatch,
     Command,
     match_code,
     normalise_code,
+    parse_contact,
     parse_deadline,
     parse_zone,
 )
 
 log = logging.getLogger(__name__)
+
+
+def to_ms(moment: datetime) -> int:
+    """A moment in epoch milliseconds (for idempotency keys)."""
+    return int(moment.timestamp() * 1000)
+
 
 DEFAULT_GRACE = timedelta(minutes=10)
 CODE_KINDS = ("safe", "duress")
@@ -51,6 +59,7 @@ class SafetyResult:
     replies: tuple[str, ...] = ()
     delete_message: bool = False
     opened: Sequence[CaseView] = field(default_factory=tuple)
+    forgotten: bool = False  # the session was destroyed: store nothing but the language
 
 
 class SafetyService:
@@ -61,14 +70,22 @@ class SafetyService:
         flows: texts (the safety texts live in the shared catalog).
         paging: opens and flags cases, calls them off.
         grace: how long after a missed check-in (and its nudge) a case is opened.
+        auto_alert_after: how long a critical case may stay untaken before the trusted
+            contacts the defender allowed are alerted automatically (None: never).
     """
 
     def __init__(
-        self, flows: FlowSet, paging: PagingService, grace: timedelta = DEFAULT_GRACE
+        self,
+        flows: FlowSet,
+        paging: PagingService,
+        grace: timedelta = DEFAULT_GRACE,
+        auto_alert_after: timedelta | None = None,
     ) -> None:
         self._flows = flows
         self._paging = paging
         self._grace = grace
+        self._auto_after = auto_alert_after
+        paging.contact_alerter = self.alert_contacts
 
     def _text(self, session: Session, key: str, **params: object) -> str:
         return self._flows.text(session.language, key, None, **params)
@@ -94,6 +111,14 @@ class SafetyService:
             return await self._set_code(tx, defender_id, session, plan, command.argument, now)
         if command.name == "/checkin":
             return await self._start_checkin(tx, defender_id, session, plan, command, now)
+        if command.name == "/contact":
+            return await self._contact(tx, defender_id, session, plan, command.argument, now)
+        if command.name == "/referrer":
+            return await self._referrer(tx, defender_id, session, plan, command.argument, now)
+        if command.name == "/drill":
+            return await self._drill(tx, defender_id, session, now)
+        if command.name == "/forget":
+            return await self._forget(tx, defender_id, session, command.argument, cases, now)
         return await self._code_given(tx, defender_id, session, plan, command, cases, now)
 
     # -- the plan ---------------------------------------------------------------------------
@@ -102,13 +127,170 @@ class SafetyService:
         def state(present: object) -> str:
             return self._text(session, "plan.set" if present else "plan.not_set")
 
-        return self._text(
-            session,
-            "plan_show",
-            safe=state(plan.get("safe_code")),
-            duress=state(plan.get("duress_code")),
-            tz=plan.get("tz") or state(None),
+        lines = [
+            self._text(
+                session,
+                "plan_show",
+                safe=state(plan.get("safe_code")),
+                duress=state(plan.get("duress_code")),
+                tz=plan.get("tz") or state(None),
+            )
+        ]
+        contacts = plan.get("contacts") or []
+        listed = "; ".join(
+            f"{n}. {c['name']} ({c['channel'].title()}, "
+            f"{self._text(session, 'plan.auto' if c['auto'] else 'plan.ask')})"
+            for n, c in enumerate(contacts, start=1)
         )
+        lines.append(self._text(session, "plan_contacts", contacts=listed or state(None)))
+        lines.append(self._text(session, "plan_referrer", referrer=state(plan.get("referrer"))))
+        return "\n".join(lines)
+
+    async def _contact(
+        self,
+        tx: Transaction,
+        defender_id: str,
+        session: Session,
+        plan: dict[str, Any],
+        argument: str,
+        now: datetime,
+    ) -> SafetyResult:
+        contacts: list[dict[str, Any]] = list(plan.get("contacts") or [])
+        verb, _, rest = argument.partition(" ")
+        if verb.casefold() == "delete":
+            number = int(rest) if rest.strip().isdecimal() and len(rest.strip()) < 3 else 0
+            if not 1 <= number <= len(contacts):
+                return SafetyResult(session, (self._text(session, "contact_usage"),))
+            gone = contacts.pop(number - 1)
+            await tx.defender_save_plan(defender_id, {**plan, "contacts": contacts}, now)
+            await tx.log("plan.contact_deleted", now, actor="defender")
+            return SafetyResult(
+                session, (self._text(session, "contact_deleted", name=gone["name"]),)
+            )
+        found = parse_contact(argument)
+        if isinstance(found, str):
+            return SafetyResult(session, (self._text(session, found),))
+        if len(contacts) >= MAX_CONTACTS:
+            return SafetyResult(session, (self._text(session, "contact_full"),))
+        contacts.append(found.to_dict())
+        await tx.defender_save_plan(defender_id, {**plan, "contacts": contacts}, now)
+        await tx.log("plan.contact_added", now, actor="defender")
+        return SafetyResult(session, (self._text(session, "contact_saved", name=found.name),))
+
+    async def _referrer(
+        self,
+        tx: Transaction,
+        defender_id: str,
+        session: Session,
+        plan: dict[str, Any],
+        argument: str,
+        now: datetime,
+    ) -> SafetyResult:
+        text = argument.strip()[:MAX_NOTE_LENGTH]
+        if not text:
+            return SafetyResult(session, (self._text(session, "referrer_usage"),))
+        removing = text.casefold() in OFF_WORDS
+        await tx.defender_save_plan(
+            defender_id, {**plan, "referrer": None if removing else text}, now
+        )
+        key = "referrer_deleted" if removing else "referrer_saved"
+        return SafetyResult(session, (self._text(session, key),))
+
+    # -- trusted contacts -----------------------------------------------------------------------
+
+    async def alert_contacts(
+        self, tx: Transaction, case: CaseView, actor: str, now: datetime, *, auto: bool = False
+    ) -> str:
+        """Send each trusted contact of the case's defender the message the defender chose
+        (and nothing of the case), on Signal or Telegram; only those who may be alerted
+        automatically when ``auto``. Every alert is in the case log. Returns a line for the
+        responder."""
+        plan = await tx.defender_plan(case.defender_id) or {}
+        contacts = [c for c in plan.get("contacts") or [] if c.get("auto") or not auto]
+        if not contacts:
+            return f"Case {case.ref}: the defender listed no trusted contacts who may be alerted."
+        _, stored = await tx.defender_contact(case.defender_id)
+        language = (stored or {}).get("language") or self._flows.catalog.default_language
+        header = self._flows.text(language, "contact_alert")
+        for index, contact in enumerate(contacts):
+            await tx.outbox_add(
+                OutboxItem(
+                    idempotency_key=f"contact:{case.id}:{index}:{'auto' if auto else to_ms(now)}",
+                    kind="notice",
+                    priority=Priority.URGENT,
+                    recipient=Address(contact["channel"], contact["identity"]),
+                    text=f"{header}\n{contact['message']}",
+                    case_id=case.id,
+                ),
+                now,
+            )
+        event = "contacts.auto_alerted" if auto else "contacts.alerted"
+        await tx.log(event, now, case_id=case.id, actor=actor, detail=f"count={len(contacts)}")
+        count = len(contacts)
+        return f"Case {case.ref}: {count} trusted contact(s) sent the defender's own message."
+
+    async def auto_alerts(self, tx: Transaction, now: datetime) -> int:
+        """Alert the automatic trusted contacts of every critical case nobody has taken for
+        ``auto_alert_after``, once per case. Returns how many cases it alerted for."""
+        if self._auto_after is None:
+            return 0
+        alerted = 0
+        for case in await tx.cases_open():
+            if (
+                case.tier != "critical"
+                or case.status != "open"
+                or case.kind == "drill"
+                or now - case.created_at < self._auto_after
+                or await tx.case_has_event(case.id, "contacts.auto_alerted")
+            ):
+                continue
+            plan = await tx.defender_plan(case.defender_id) or {}
+            if any(c.get("auto") for c in plan.get("contacts") or []):
+                await self.alert_contacts(tx, case, "system", now, auto=True)
+                alerted += 1
+            else:
+                await tx.log("contacts.auto_alerted", now, case_id=case.id, detail="count=0")
+        return alerted
+
+    # -- drills and forgetting ------------------------------------------------------------------
+
+    async def _drill(
+        self, tx: Transaction, defender_id: str, session: Session, now: datetime
+    ) -> SafetyResult:
+        details: dict[str, Any] = {
+            "kind": "drill",
+            "flow": None,
+            "flows": [],
+            "answers": {},
+            "reasons": ["a drill the defender asked for"],
+        }
+        case = await tx.case_open(defender_id, "drill", "critical", details, now)
+        await tx.log("case.opened", now, case_id=case.id, actor="defender", detail="drill")
+        await self._paging.start(tx, case, now)
+        return SafetyResult(session, (self._text(session, "drill_started", ref=case.ref),))
+
+    async def _forget(
+        self,
+        tx: Transaction,
+        defender_id: str,
+        session: Session,
+        argument: str,
+        cases: Sequence[CaseView],
+        now: datetime,
+    ) -> SafetyResult:
+        choice = argument.strip().casefold()
+        if choice not in ("confirm", "withdraw"):
+            return SafetyResult(session, (self._text(session, "forget_explain"),))
+        withdraw = choice == "withdraw"
+        if withdraw:
+            for case in cases:
+                if case.status != "resolved":
+                    await self._paging.call_off(tx, case, now, withdrawn=True)
+        count = await tx.defender_forget(defender_id, withdraw, now)
+        await tx.log("defender.forgotten", now, actor="defender", detail=f"withdrawn={count}")
+        fresh = Session(language=session.language, notices=session.notices)
+        key = "forget_done_withdrawn" if withdraw else "forget_done"
+        return SafetyResult(fresh, (self._text(session, key),), forgotten=True)
 
     async def _set_zone(
         self,
