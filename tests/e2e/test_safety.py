@@ -243,3 +243,153 @@ async def test_without_codes_safe_just_confirms(h: Harness) -> None:
     h.expect(a, r"^There is no check-in running\.$")
     await h.advance(timedelta(minutes=30))
     h.expect_nothing()
+
+
+SIGNAL_CONTACT = "+491701234567"
+
+
+@pytest.fixture
+async def hs(tmp_path: Path) -> AsyncIterator[Harness]:
+    """Like ``h``, with a recording Signal channel for trusted contacts."""
+    config = TEST_CONFIG.replace("[keys]", "[telegram]\ndelete_after_intake = false\n\n[keys]")
+    harness = await Harness.create(tmp_path, config, channels=("telegram", "signal"))
+    try:
+        yield harness
+        harness.expect_nothing()
+    finally:
+        await harness.stop()
+
+
+async def test_trusted_contacts_alerted_by_a_responder_with_only_the_chosen_message(
+    hs: Harness,
+) -> None:
+    """A contact is added in calm time; /plan lists it without its number; a responder's
+    alert-contacts sends the contact exactly the defender's message, on Signal, with no
+    case details; the alert is in the case log."""
+    h, a = hs, A.partition(":")[2]
+    await say(h, A, "/contact Maria, +49 170 1234567, ask, Call Ana the lawyer: 555 0100", 1)
+    h.expect(a, "Before you write")
+    h.expect(a, r"^Trusted contact saved: Maria\.")
+    await say(h, A, "/contact Bob, 12ab, auto, hi", 2)
+    h.expect(a, "I could not read that number")
+    await say(h, A, "/plan", 3)
+    plan = h.expect(a, r"Trusted contacts: 1\. Maria \(Signal, alerted only when a responder")
+    assert SIGNAL_CONTACT not in plan.string and "555" not in plan.string
+    await say(h, A, "SOS", 4)
+    ref = h.expect_page("alice")
+    h.inbox[a].clear()
+    await h.say(f"alert-contacts {ref}", who="alice")
+    h.expect("alice", rf"^Case {ref}: 1 trusted contact\(s\) sent the defender's own message\.")
+    message = h.expect(SIGNAL_CONTACT, r"^Message from a human rights protection team\.").string
+    assert message.endswith("\nCall Ana the lawyer: 555 0100")
+    assert ref not in message and "SOS" not in message
+    await h.say(f"ack {ref}", who="alice")
+    h.inbox["alice"].clear()
+    h.inbox[a].clear()
+    assert h.app is not None
+    async with h.app.store.transaction() as tx:
+        case = await tx.case_by_ref(ref)
+        assert case is not None
+        assert await tx.case_has_event(case.id, "contacts.alerted")
+        assert not await tx.case_has_event(case.id, "contacts.auto_alerted")
+
+
+async def test_automatic_contacts_are_alerted_once_when_a_critical_case_stays_untaken(
+    hs: Harness,
+) -> None:
+    """Only contacts marked auto, only after 30 minutes untaken, only once."""
+    h = hs
+    await say(h, A, "/contact Maria, +491701234567, auto, I am in trouble, call Ana", 1)
+    await say(h, A, "/contact Dad, 123456789, ask, Stay calm", 2)
+    await say(h, A, "SOS", 3)
+    h.inbox.clear()
+    await h.advance(timedelta(minutes=29))
+    assert not h.inbox[SIGNAL_CONTACT]
+    await h.advance(timedelta(minutes=1))
+    h.expect(SIGNAL_CONTACT, r"\nI am in trouble, call Ana$")
+    assert not h.inbox["123456789"], "a contact marked ask was alerted without a responder"
+    await h.advance(timedelta(minutes=30))
+    assert not h.inbox[SIGNAL_CONTACT], "alerted twice"
+    h.inbox.clear()
+
+
+async def test_a_drill_runs_the_ladder_and_tells_the_defender_how_long_it_took(
+    h: Harness,
+) -> None:
+    """/drill pages as DRILL through the ladder; the ack closes it and the defender hears
+    the time to answer; it is marked as a drill in the case list."""
+    a = A.partition(":")[2]
+    await say(h, A, "/drill", 1)
+    h.expect(a, "Before you write")
+    ref = h.expect(a, r"^Drill (\w{4}) started").group(1)
+    assert h.expect_page("alice") == ref
+    await h.say("cases", who="alice")
+    h.expect("alice", rf"{ref}  CRITICAL  0s  not taken  \(drill\)")
+    await h.advance(timedelta(minutes=2))
+    h.expect_page("bob")
+    await h.say(f"ack {ref}", who="bob")
+    h.expect("bob", rf"^Drill {ref} acknowledged after 2m: thank you")
+    h.expect(a, rf"^Drill {ref}: a responder acknowledged it\. Time to answer:\n2m$")
+    await h.advance(timedelta(minutes=30))
+    h.expect_nothing()
+
+
+async def test_forget_withdraw_leaves_nothing_decryptable(h: Harness) -> None:
+    """After /forget withdraw every row that held something of the defender has lost its
+    key and its ciphertext; paged responders are told; a new message starts afresh."""
+    a = A.partition(":")[2]
+    await set_codes(h, A)
+    await say(h, A, "/checkin 2h meeting at the ministry", 3)
+    h.inbox[a].clear()
+    await say(h, A, "SOS", 4)
+    ref = h.expect_page("alice")
+    await say(h, A, "they are taking my laptop", 5)
+    h.inbox["alice"].clear()
+    h.inbox[a].clear()
+    await say(h, A, "/forget", 6)
+    h.expect(a, r"^/forget deletes your safety plan")
+    await say(h, A, "/forget withdraw", 7)
+    h.expect(a, r"^Done: everything you told us was deleted and your cases were withdrawn")
+    h.expect("alice", rf"^Case {ref} was withdrawn by the defender")
+    assert h.app is not None
+    async with h.app.engine.connect() as conn:
+        from sqlalchemy import text
+
+        rows = {
+            "defender": "SELECT wrapped_key, address_ct, session_ct, plan_ct FROM defender",
+            "cases": "SELECT wrapped_key, details_ct, resolve_note_ct FROM cases",
+            "case_entry": "SELECT value_ct FROM case_entry",
+            "checkin": "SELECT wrapped_key, note_ct FROM checkin",
+            "outbox": "SELECT wrapped_key, recipient_ct, payload_ct FROM outbox",
+            "inbox": "SELECT wrapped_key, message_ct FROM inbox",
+        }
+        for table, query in rows.items():
+            for row in (await conn.execute(text(query))).all():
+                assert all(not value for value in row), f"{table} still holds {row!r}"
+    await h.advance(timedelta(hours=3))
+    h.expect_nothing()  # the check-in is gone, the case stopped paging
+    await say(h, A, "hello", 8)
+    h.expect(a, "Before you write")  # a stranger again
+    h.expect(a, "emergency line")
+    h.expect(a, "What is happening")
+
+
+async def test_forget_confirm_keeps_open_cases_reachable(h: Harness) -> None:
+    """/forget confirm deletes the plan and check-ins but the open case's responder can
+    still write to the defender."""
+    a = A.partition(":")[2]
+    await set_codes(h, A)
+    await say(h, A, "SOS", 3)
+    ref = h.expect_page("alice")
+    h.inbox[a].clear()
+    await say(h, A, "/forget confirm", 4)
+    h.expect(a, r"^Done: your safety plan, check-ins and conversation were deleted\.")
+    await say(h, A, "/plan", 5)
+    h.expect(a, "Before you write")  # forgotten: even the notices shown once are gone
+    h.expect(a, r"Safe code: not set\nDuress code: not set")
+    await h.say(f"ack {ref}", who="alice")
+    h.inbox["alice"].clear()
+    h.expect(a, "A responder has your case")
+    await h.say(f"reply {ref} We are coming", who="alice")
+    h.expect("alice", "Sent to the defender")
+    h.expect(a, "We are coming")
