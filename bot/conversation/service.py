@@ -15,12 +15,18 @@ from bot.core.messages import InboundMessage, Priority
 from bot.core.ports import Transaction
 from bot.core.records import CaseView, OutboxItem
 from bot.core.text import clean_input
-from bot.paging.service import DURESS_LABEL, CaseSummary, PagingService
+from bot.paging.service import DURESS_LABEL, SEIZED_LABEL, CaseSummary, PagingService
 from bot.safety.commands import Command, safety_command
 from bot.safety.service import SafetyService
 from bot.triage.rules import RuleSet, answer_flags, tier_rank, triage
 
 log = logging.getLogger(__name__)
+
+
+def own_device_seized(flags: Collection[str]) -> bool:
+    """True when the answers say a device of the defender themselves (not of someone they
+    report about) is in someone else's hands: that device must not be contacted."""
+    return "device_seized" in flags and "third_party" not in flags
 
 
 def _case_kind(kind: FlowKind) -> str:
@@ -136,6 +142,7 @@ class ConversationService:
             outgoing.append(engine.Reply(self._warnings[sender.channel](session.language)))
             session = replace(session, notices=(*session.notices, sender.channel))
         opened: CaseView | None = None
+        seized_mid_flow = False
         for index, effect in enumerate(result.effects):
             if isinstance(effect, engine.Reply):
                 outgoing.append(effect)
@@ -144,11 +151,19 @@ class ConversationService:
                     tx, defender.id, cases, effect, session, now, key
                 )
                 outgoing.append(engine.Reply(text))
+                if opened.id not in {c.id for c in cases} and await self._seized(tx, opened):
+                    session = self._mark_seized(session)
                 bound = effect.bind or effect.kind is FlowKind.SOS
                 if bound and session.flow is not None and effect.flow_id in session.path:
                     session = replace(session, case_ref=opened.ref)
             elif isinstance(effect, engine.Retriage):
-                await self._retriage(tx, effect, now)
+                if await self._retriage(tx, effect, now) and not session.compromised:
+                    session = self._mark_seized(session)
+                    seized_mid_flow = True
+                    target = await tx.case_by_ref(effect.ref)
+                    if target is not None:
+                        await tx.case_add_entry(target.id, "flag", "seized", now)
+                        await tx.log("defender.compromised", now, case_id=target.id)
             elif isinstance(effect, engine.AddToCase):
                 target = await tx.case_by_ref(effect.ref)
                 if target is None:  # pragma: no cover - refs come from this defender's own cases
@@ -175,6 +190,9 @@ class ConversationService:
                     now,
                 )
                 session = replace(session, chat_ids=())
+        if seized_mid_flow:  # the next question would go to whoever holds the device
+            outgoing = []
+            session = replace(session.idle(), compromised=True)
         for index, reply in enumerate(outgoing):
             await tx.outbox_add(
                 OutboxItem(
@@ -267,15 +285,29 @@ class ConversationService:
             await tx.log("draft.expired", now, actor="system")
         return len(expired)
 
-    async def _retriage(self, tx: Transaction, effect: engine.Retriage, now: datetime) -> None:
-        """Raise an open case's tier when its answers now call for a more urgent one."""
+    async def _retriage(self, tx: Transaction, effect: engine.Retriage, now: datetime) -> bool:
+        """Raise an open case's tier when its answers now call for a more urgent one.
+        Returns True when the answers say the defender's own device was seized."""
         case = await tx.case_by_ref(effect.ref)
         if case is None or case.status == "resolved":
-            return
+            return False
         flows = [self._flows.flows[f] for f in effect.flow_ids if f in self._flows.flows]
-        result = triage(self._rules, answer_flags(flows, effect.answers, now.date()))
+        flags = answer_flags(flows, effect.answers, now.date())
+        result = triage(self._rules, flags)
         if tier_rank(result.tier) < tier_rank(case.tier):
             await self._paging.raise_tier(tx, case, result.tier, result.reasons, now)
+        return own_device_seized(flags)
+
+    @staticmethod
+    def _mark_seized(session: engine.Session) -> engine.Session:
+        """The defender's own device is in someone else's hands: from now on it gets
+        nothing (see ``bot.safety``); what it sends still reaches the responders."""
+        log.info("defender.compromised reason=seized")
+        return replace(session, compromised=True)
+
+    async def _seized(self, tx: Transaction, case: CaseView) -> bool:
+        details, _ = await tx.case_details(case.id)
+        return bool(details.get("seized"))
 
     async def _open_case(
         self,
@@ -312,6 +344,7 @@ class ConversationService:
             "answers": dict(effect.answers),
             "reasons": list(result.reasons),
             "language": session.language,
+            "seized": own_device_seized(flags),
         }
         case = await tx.case_open(defender_id, _case_kind(effect.kind), result.tier, details, now)
         await tx.log(
@@ -347,6 +380,7 @@ class CaseTexts:
         answers: Mapping[str, Any] = details.get("answers", {})
         if details.get("duress") or ("flag", "duress") in added:
             label = DURESS_LABEL
+
         elif details.get("kind") == "checkin":
             label = "Missed check-in"
         elif details.get("kind") == "drill":
@@ -360,6 +394,8 @@ class CaseTexts:
                     step = flow.steps.get(step_id)
                     if step is not None and answers.get(step_id):
                         label = engine.display(self._flows, flow, step, answers[step_id])
+        if details.get("seized") or ("flag", "seized") in added:
+            label = f"{SEIZED_LABEL} · {label}"
         place = answers.get("where") or next((v for k, v in reversed(added) if k == "where"), None)
         if place:
             place = " ".join(str(place).split())
@@ -381,7 +417,8 @@ class CaseTexts:
                 lines.append(f"{engine.label(self._flows, flow, step)}: {shown}")
         if details.get("note"):
             lines.append(f"Check-in note: {details['note']}")
-        if details.get("duress") or ("flag", "duress") in added:
+        compromised = ("flag", "duress") in added or ("flag", "seized") in added
+        if details.get("duress") or details.get("seized") or compromised:
             lines.append(
                 "The defender's device is under duress or seized: do not write or call it. "
                 "Reach them through their referrer or a trusted contact."

@@ -42,6 +42,7 @@ RESPONDER_HELP = (
 )
 TIERS = ("critical", "high", "medium", "low")
 DURESS_LABEL = "DURESS — do not contact this device"
+SEIZED_LABEL = "DEVICE SEIZED — do not contact this device"
 
 
 def to_key(moment: datetime) -> str:

@@ -393,3 +393,30 @@ async def test_forget_confirm_keeps_open_cases_reachable(h: Harness) -> None:
     await h.say(f"reply {ref} We are coming", who="alice")
     h.expect("alice", "Sent to the defender")
     h.expect(a, "We are coming")
+
+
+async def test_own_device_seized_marks_it_compromised_mid_form(h: Harness) -> None:
+    """'My phone was taken' in a page-first form: no further question goes to that device,
+    what it sends still reaches the responders, replies to it are refused, and the taker
+    is told to use the referrer or a trusted contact."""
+    a = A.partition(":")[2]
+    for n, answer in enumerate(("/start", "1"), start=1):
+        await say(h, A, answer, n)
+    ref = h.expect_page("alice")
+    h.inbox[a].clear()
+    for n, answer in enumerate(("1", "1", "Minsk", "Okrestina", "1"), start=3):
+        await say(h, A, answer, n)  # arrest; me; where; held where; police
+    h.inbox[a].clear()
+    h.inbox["alice"].clear()
+    await say(h, A, "1", 8)  # a phone or computer of mine: yes, it was taken
+    h.expect("alice", r"\(Is a phone or computer of the person at risk in someone else's")
+    assert not h.inbox[a], "a question went to a seized device"
+    await say(h, A, "hello? answer me", 9)
+    h.expect("alice", r"from the device marked compromised(.|\n)*hello\? answer me")
+    assert not h.inbox[a]
+    await h.say(f"ack {ref}", who="alice")
+    details = h.inbox["alice"].pop(0)
+    assert "do not write or call it" in details
+    assert "The defender was NOT told" in details
+    await h.say(f"reply {ref} where are you?", who="alice")
+    h.expect("alice", "^Not sent: the defender's device")
