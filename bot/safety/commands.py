@@ -154,7 +154,9 @@ SAFETY_COMMANDS = (
 )
 MAX_CONTACTS = 3
 _SIGNAL_NUMBER = re.compile(r"^\+[1-9]\d{6,14}$")
-_TELEGRAM_ID = re.compile(r"^(?:telegram:)?(\d{5,15})$")
+# A bare number is a Telegram user id only if it cannot be a phone number written without
+# "+" (those start with 0 or are longer); "telegram:123..." is always an id.
+_TELEGRAM_ID = re.compile(r"^(?:telegram:(\d{5,15})|([1-9]\d{4,9}))$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +183,9 @@ class Contact:
 
 def parse_contact(argument: str) -> Contact | str:
     """Parse ``NAME, ADDRESS, auto|ask, MESSAGE`` (a Signal number with +country code, or a
-    Telegram user id). Returns the contact, or the text key of what is wrong."""
-    parts = [part.strip() for part in argument.split(",", 3)]
+    Telegram user id; the Arabic comma separates as well). Returns the contact, or the text
+    key of what is wrong."""
+    parts = [part.strip() for part in argument.replace("،", ",").split(",", 3)]  # Arabic comma
     if len(parts) != 4 or not parts[0] or not parts[3]:
         return "contact_usage"
     name, address, mode, message = parts
@@ -192,7 +195,7 @@ def parse_contact(argument: str) -> Contact | str:
     if _SIGNAL_NUMBER.fullmatch(compact):
         channel, identity = "signal", compact
     elif match := _TELEGRAM_ID.fullmatch(compact.casefold()):
-        channel, identity = "telegram", match.group(1)
+        channel, identity = "telegram", match.group(1) or match.group(2)
     else:
         return "contact_bad_address"
     return Contact(name, channel, identity, mode.casefold() == "auto", message)
