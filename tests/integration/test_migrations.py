@@ -129,7 +129,7 @@ async def test_0002_adds_and_drops_the_draft_timer_keeping_every_row(
             await conn.execute(insert(Case).values(**case))
 
         assert await migrate.upgrade(engine) == ("0001", migrate.head_revision())
-        assert migrate.head_revision() == "0002"
+        assert migrate.head_revision() == "0003"
 
         def diff(connection: Connection) -> list[object]:
             return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
@@ -145,13 +145,21 @@ async def test_0002_adds_and_drops_the_draft_timer_keeping_every_row(
         assert await migrate.current_revision(engine) == "0001"
         async with engine.connect() as conn:
             assert await conn.run_sync(_draft_schema) == (False, False)
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            assert "checkin" not in tables  # 0003 went down too
             assert (await conn.execute(select(Defender.id))).scalars().all() == [defender["id"]]
             assert (await conn.execute(select(Case.defender_id))).scalars().all() == [
                 defender["id"]
             ]
 
-        assert await migrate.upgrade(engine) == ("0001", "0002")
+        assert await migrate.upgrade(engine) == ("0001", "0003")
         async with engine.connect() as conn:
             assert await conn.run_sync(_draft_schema) == (True, True)
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            assert "checkin" in tables
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("defender")}
+            )
+            assert "plan_ct" in columns
     finally:
         await engine.dispose()

@@ -76,7 +76,7 @@ STALE = "That button belongs to an earlier question. Here is the current one:"
 HELP = (
     "Send SOS at any time to alert our responders at once. /start begins the emergency form, "
     "/cancel stops it and deletes what you typed, /status shows the state of your cases, "
-    "/lang changes the language."
+    "/lang changes the language. Safety: /plan, /code, /checkin, /safe."
 )
 CANCELLED = (
     "Stopped. What you typed in this form has been deleted. Send /start to begin again, or SOS "
