@@ -229,6 +229,7 @@ class App:
         async with self.store.transaction() as tx:
             fired += await self.safety.tick(tx, now)
             fired += await self.safety.auto_alerts(tx, now)
+            await self.safety.shred_closed(tx, now)
         if fired:
             self.wake()
         return fired
@@ -387,6 +388,7 @@ async def open_app(
         paging,
         grace=config.safety.checkin_grace,
         auto_alert_after=config.safety.auto_alert_after,
+        closed_case_days=config.safety.closed_case_days,
     )
     conversations = ConversationService(
         flows,

@@ -576,10 +576,13 @@ class SafetyConfig(_Model):
     """Defender safety features. Guarantees `checkin_grace` is between 1 minute and 2 hours:
     the time between the reminder at a missed check-in and the critical case.
     `auto_alert_after`: how long a critical case may stay untaken before the trusted
-    contacts a defender allowed to be alerted automatically get their message."""
+    contacts a defender allowed to be alerted automatically get their message.
+    `closed_case_days` (1 to 3650): how many days what a defender wrote in a case is kept
+    after the case is resolved; then it is crypto-shredded (GlobaLeaks' default is 90)."""
 
     checkin_grace: timedelta = timedelta(minutes=10)
     auto_alert_after: timedelta = timedelta(minutes=30)
+    closed_case_days: StrictInt = Field(default=90, ge=1, le=3650)
 
     @field_validator("checkin_grace", "auto_alert_after", mode="before")
     @classmethod

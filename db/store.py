@@ -451,6 +451,33 @@ class Transaction:
         row.identity_hash = f"forgotten:{new_id()}"  # unlinkable: a new message starts afresh
         return len(cases)
 
+    async def shred_closed_cases(self, closed_before: datetime, limit: int = 100) -> int:
+        """Crypto-shred cases resolved before ``closed_before``: their key, details, note and
+        entries are destroyed; the row stays as a record that a case existed (tier, status,
+        dates). Returns how many were shredded."""
+        rows = (
+            (
+                await self._s.execute(
+                    select(Case)
+                    .where(
+                        Case.status == "resolved",
+                        Case.resolved_at <= to_millis(closed_before),
+                        Case.wrapped_key != b"",
+                    )
+                    .order_by(Case.resolved_at)
+                    .limit(limit)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for case in rows:
+            await self._s.execute(delete(CaseEntry).where(CaseEntry.case_id == case.id))
+            case.wrapped_key = b""
+            case.details_ct = b""
+            case.resolve_note_ct = None
+        return len(rows)
+
     async def next_checkin_due(self) -> datetime | None:
         """Return when the earliest check-in action is due (for precise wake-ups)."""
         value = (await self._s.execute(select(func.min(Checkin.next_at)))).scalar_one_or_none()
@@ -534,8 +561,11 @@ class Transaction:
         return [self._case_view(row) for row in rows.scalars()]
 
     async def case_details(self, case_id: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        """Return a case's decrypted details and its added entries (label, value), in order."""
+        """Return a case's decrypted details and its added entries (label, value), in order;
+        a shredded case (key destroyed: forgotten or past retention) has none."""
         row = (await self._s.execute(select(Case).where(Case.id == case_id))).scalar_one()
+        if not row.wrapped_key:
+            return {"kind": row.kind, "shredded": True}, []
         key = self._key("cases", row.id, row.wrapped_key)
         details = key.decrypt_json(row.details_ct, field_context("cases", "details", row.id))
         entries = await self._s.execute(

@@ -65,6 +65,7 @@ class Session:
         compromised: the device is under duress or seized: nothing but disguise answers go to
             it (see ``bot.safety``).
         wrong_codes: safety codes typed wrong in a row.
+        plan_step: the safety-plan item the defender is being asked about (``/plan``).
         notices: one-time notices already shown (e.g. the Telegram encryption warning).
         chat_ids: platform ids of the defender's messages in a chat that will be deleted after
             the intake (Telegram), kept only until then.
@@ -83,6 +84,7 @@ class Session:
     expired: bool = False
     compromised: bool = False
     wrong_codes: int = 0
+    plan_step: str | None = None
     notices: tuple[str, ...] = ()
     chat_ids: tuple[str, ...] = ()
 
@@ -108,6 +110,7 @@ class Session:
             "expired": self.expired,
             "compromised": self.compromised,
             "wrong_codes": self.wrong_codes,
+            "plan_step": self.plan_step,
             "notices": list(self.notices),
             "chat_ids": list(self.chat_ids),
         }
@@ -130,6 +133,7 @@ class Session:
             expired=bool(data.get("expired", False)),
             compromised=bool(data.get("compromised", False)),
             wrong_codes=int(data.get("wrong_codes", 0)),
+            plan_step=data.get("plan_step"),
             notices=tuple(data.get("notices") or ()),
             chat_ids=tuple(data.get("chat_ids") or ()),
         )

@@ -17,7 +17,7 @@ from bot.core.records import CaseView, OutboxItem
 from bot.core.text import clean_input
 from bot.paging.service import DURESS_LABEL, SEIZED_LABEL, CaseSummary, PagingService
 from bot.safety.commands import Command, safety_command
-from bot.safety.service import SafetyService
+from bot.safety.service import SafetyResult, SafetyService
 from bot.triage.rules import RuleSet, answer_flags, tier_rank, triage
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,22 @@ class ConversationService:
         cases = await tx.cases_of_defender(defender.id)
         open_case = next((c for c in cases if c.status != "resolved"), None)
         command = safety_command(cleaned.text) if message.button is None else None
+        if self._safety is not None and session.plan_step and not session.compromised:
+            answering = (
+                command is None
+                and message.button is None
+                and bool(cleaned.text)
+                and not cleaned.text.startswith("/")
+                and not engine.is_sos(self._flows, cleaned.text)
+            )
+            if answering:
+                walked = await self._safety.plan_answer(tx, defender.id, session, cleaned.text, now)
+                stored = await self._deliver(tx, key, defender.id, walked, message, now)
+                if stored is not None:
+                    await tx.defender_save_session(defender.id, stored.to_dict(), now)
+                return
+            if command is None:  # anything else ends the walk and is handled as usual
+                session = replace(session, plan_step=None)
         if self._safety is not None and (command is not None or session.compromised):
             stored = await self._safely(
                 tx, key, defender.id, session, command, message, cleaned.text, cases, now
@@ -226,11 +242,24 @@ class ConversationService:
         """A safety command, or anything from a device marked compromised. Returns the
         session to store (None: the defender was forgotten, nothing is stored)."""
         assert self._safety is not None
-        sender = message.sender
-        if command is None:  # a compromised device: keep what it says for responders, reply nothing
+        if command is None:  # a compromised device: keep what it says, reply nothing
             await self._safety.from_compromised(tx, defender_id, text, cases, now, key)
             return session
         result = await self._safety.handle(tx, defender_id, session, command, cases, now)
+        return await self._deliver(tx, key, defender_id, result, message, now)
+
+    async def _deliver(
+        self,
+        tx: Transaction,
+        key: str,
+        defender_id: str,
+        result: SafetyResult,
+        message: InboundMessage,
+        now: datetime,
+    ) -> engine.Session | None:
+        """Queue what the safety service decided: the Telegram warning once, the deletion of
+        a message that carried a code, the replies. Returns the session to store."""
+        sender = message.sender
         replies = list(result.replies)
         session = result.session
         if sender.channel in self._warnings and sender.channel not in session.notices:

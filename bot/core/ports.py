@@ -141,6 +141,11 @@ class Transaction(Protocol):
         withdrawn (see ``db.store.Transaction.defender_forget``)."""
         ...
 
+    async def shred_closed_cases(self, closed_before: datetime, limit: int = 100) -> int:
+        """Crypto-shred cases resolved before ``closed_before`` (key, details, note, entries
+        destroyed; the row stays as a record that a case existed)."""
+        ...
+
     async def case_has_event(self, case_id: str, event: str) -> bool:
         """Return True when the case's log holds ``event`` (e.g. an automatic alert sent)."""
         ...

@@ -46,6 +46,7 @@ def to_ms(moment: datetime) -> int:
 
 DEFAULT_GRACE = timedelta(minutes=10)
 CODE_KINDS = ("safe", "duress")
+PLAN_STEPS = ("safe", "duress", "contact", "referrer", "tz")
 OFF_WORDS = ("off", "-", "delete")
 COMPROMISED_TITLE = "from the device marked compromised — it may not be the defender"
 
@@ -60,6 +61,7 @@ class SafetyResult:
     delete_message: bool = False
     opened: Sequence[CaseView] = field(default_factory=tuple)
     forgotten: bool = False  # the session was destroyed: store nothing but the language
+    saved: bool = False  # the plan item was stored (or deleted) as asked
 
 
 class SafetyService:
@@ -72,6 +74,7 @@ class SafetyService:
         grace: how long after a missed check-in (and its nudge) a case is opened.
         auto_alert_after: how long a critical case may stay untaken before the trusted
             contacts the defender allowed are alerted automatically (None: never).
+        closed_case_days: how many days after a case is resolved what it holds is destroyed.
     """
 
     def __init__(
@@ -80,7 +83,9 @@ class SafetyService:
         paging: PagingService,
         grace: timedelta = DEFAULT_GRACE,
         auto_alert_after: timedelta | None = None,
+        closed_case_days: int = 90,
     ) -> None:
+        self._closed_case_days = closed_case_days
         self._flows = flows
         self._paging = paging
         self._grace = grace
@@ -104,7 +109,13 @@ class SafetyService:
         the duress code give the same visible answer."""
         plan: dict[str, Any] = await tx.defender_plan(defender_id) or {}
         if command.name == "/plan":
-            return SafetyResult(session, (self._show_plan(session, plan),))
+            walking = replace(session, plan_step=PLAN_STEPS[0])
+            shown = (
+                self._show_plan(session, plan),
+                self._text(session, f"plan_walk.{PLAN_STEPS[0]}"),
+            )
+            return SafetyResult(walking, shown)
+        session = replace(session, plan_step=None)  # another command ends the walk
         if command.name == "/tz":
             return await self._set_zone(tx, defender_id, session, plan, command.argument, now)
         if command.name == "/code":
@@ -146,6 +157,38 @@ class SafetyService:
         lines.append(self._text(session, "plan_referrer", referrer=state(plan.get("referrer"))))
         return "\n".join(lines)
 
+    async def plan_answer(
+        self, tx: Transaction, defender_id: str, session: Session, text: str, now: datetime
+    ) -> SafetyResult:
+        """An answer during the ``/plan`` walk: save it the way the one-line command would,
+        then ask the next item; ``skip`` keeps the item as it is. A code answer is deleted
+        from the chat like ``/code``; an answer that cannot be used is explained and the
+        same item asked again."""
+        step = session.plan_step or PLAN_STEPS[0]
+        plan: dict[str, Any] = await tx.defender_plan(defender_id) or {}
+        said: list[str] = []
+        carried_code = step in CODE_KINDS
+        if normalise_code(text) not in self._flows.words(session.language, "skip_words"):
+            if step in CODE_KINDS:
+                result = await self._set_code(tx, defender_id, session, plan, f"{step} {text}", now)
+            elif step == "contact":
+                result = await self._contact(tx, defender_id, session, plan, text, now)
+            elif step == "referrer":
+                result = await self._referrer(tx, defender_id, session, plan, text, now)
+            else:
+                result = await self._set_zone(tx, defender_id, session, plan, text, now)
+            said = list(result.replies)
+            if not result.saved:
+                again = self._text(session, f"plan_walk.{step}")
+                return SafetyResult(session, (*said, again), carried_code)
+        position = PLAN_STEPS.index(step) + 1
+        if position == len(PLAN_STEPS):
+            done = self._text(session, "plan_walk.done")
+            return SafetyResult(replace(session, plan_step=None), (*said, done), carried_code)
+        following = PLAN_STEPS[position]
+        asked = self._text(session, f"plan_walk.{following}")
+        return SafetyResult(replace(session, plan_step=following), (*said, asked), carried_code)
+
     async def _contact(
         self,
         tx: Transaction,
@@ -175,7 +218,8 @@ class SafetyService:
         contacts.append(found.to_dict())
         await tx.defender_save_plan(defender_id, {**plan, "contacts": contacts}, now)
         await tx.log("plan.contact_added", now, actor="defender")
-        return SafetyResult(session, (self._text(session, "contact_saved", name=found.name),))
+        saved = self._text(session, "contact_saved", name=found.name)
+        return SafetyResult(session, (saved,), saved=True)
 
     async def _referrer(
         self,
@@ -194,7 +238,7 @@ class SafetyService:
             defender_id, {**plan, "referrer": None if removing else text}, now
         )
         key = "referrer_deleted" if removing else "referrer_saved"
-        return SafetyResult(session, (self._text(session, key),))
+        return SafetyResult(session, (self._text(session, key),), saved=True)
 
     # -- trusted contacts -----------------------------------------------------------------------
 
@@ -252,6 +296,13 @@ class SafetyService:
                 await tx.log("contacts.auto_alerted", now, case_id=case.id, detail="count=0")
         return alerted
 
+    async def shred_closed(self, tx: Transaction, now: datetime) -> int:
+        """Crypto-shred what cases resolved more than ``closed_case_days`` ago held."""
+        shredded = await tx.shred_closed_cases(now - timedelta(days=self._closed_case_days))
+        if shredded:
+            await tx.log("retention.shredded", now, detail=f"cases={shredded}")
+        return shredded
+
     # -- drills and forgetting ------------------------------------------------------------------
 
     async def _drill(
@@ -280,7 +331,8 @@ class SafetyService:
     ) -> SafetyResult:
         choice = argument.strip().casefold()
         if choice not in ("confirm", "withdraw"):
-            return SafetyResult(session, (self._text(session, "forget_explain"),))
+            explain = self._text(session, "forget_explain", days=self._closed_case_days)
+            return SafetyResult(session, (explain,))
         withdraw = choice == "withdraw"
         if withdraw:
             for case in cases:
@@ -306,7 +358,7 @@ class SafetyService:
             key = "tz_unknown" if argument else "tz_usage"
             return SafetyResult(session, (self._text(session, key, tz=argument[:40]),))
         await tx.defender_save_plan(defender_id, {**plan, "tz": zone}, now)
-        return SafetyResult(session, (self._text(session, "tz_set", tz=zone),))
+        return SafetyResult(session, (self._text(session, "tz_set", tz=zone),), saved=True)
 
     async def _set_code(
         self,
@@ -325,14 +377,15 @@ class SafetyService:
         if code in OFF_WORDS:
             await tx.defender_save_plan(defender_id, {**plan, f"{kind}_code": None}, now)
             await tx.log("plan.code_removed", now, actor="defender")
-            return SafetyResult(session, (self._text(session, f"code_removed_{kind}"),), True)
+            removed = self._text(session, f"code_removed_{kind}")
+            return SafetyResult(session, (removed,), True, saved=True)
         digest = tx.code_digest(defender_id, code)
         other = plan.get("duress_code" if kind == "safe" else "safe_code")
         if digest == other:
             return SafetyResult(session, (self._text(session, "code_same"),), True)
         await tx.defender_save_plan(defender_id, {**plan, f"{kind}_code": digest}, now)
         await tx.log("plan.code_set", now, actor="defender")
-        return SafetyResult(session, (self._text(session, f"code_set_{kind}"),), True)
+        return SafetyResult(session, (self._text(session, f"code_set_{kind}"),), True, saved=True)
 
     # -- check-ins ----------------------------------------------------------------------------
 
