@@ -420,3 +420,70 @@ async def test_own_device_seized_marks_it_compromised_mid_form(h: Harness) -> No
     assert "The defender was NOT told" in details
     await h.say(f"reply {ref} where are you?", who="alice")
     h.expect("alice", "^Not sent: the defender's device")
+
+
+async def test_plan_walks_through_every_item_each_skippable(h: Harness) -> None:
+    """/plan shows what is set, then asks item by item; an unusable answer is explained and
+    asked again; skip keeps an item; the code answers are deleted from the chat."""
+    a = A.partition(":")[2]
+    await say(h, A, "/plan", 1)
+    h.expect(a, "Before you write")
+    h.expect(a, r"^Your safety plan:\nSafe code: not set")
+    h.expect(a, r"^1/5 Safe code:")
+    await say(h, A, "Blue sky", 2)
+    h.expect(a, r"^Safe code saved\.")
+    h.expect(a, r"^2/5 Duress code:")
+    await say(h, A, "blue SKY", 3)
+    h.expect(a, "must be different")
+    h.expect(a, r"^2/5 Duress code:")
+    await say(h, A, "red", 4)
+    h.expect(a, r"^Duress code saved\.")
+    h.expect(a, r"^3/5 A trusted contact")
+    await say(h, A, "skip", 5)
+    h.expect(a, r"^4/5 An organisation or person who can vouch")
+    await say(h, A, "Viasna, via their Signal +375291234567", 6)
+    h.expect(a, r"^Referrer saved\.$")
+    h.expect(a, r"^5/5 Your time zone")
+    await say(h, A, "Europe/Minsk", 7)
+    h.expect(a, r"^Time zone saved: Europe/Minsk\.$")
+    h.expect(a, r"^Your safety plan is saved\.")
+    await say(h, A, "/plan", 8)
+    h.expect(
+        a,
+        r"Safe code: set\nDuress code: set\nTime zone: Europe/Minsk(.|\n)*"
+        r"Trusted contacts: not set\nReferrer: set$",
+    )
+    h.expect(a, r"^1/5 Safe code:")
+    await say(h, A, "/start", 9)  # a command ends the walk
+    h.expect(a, "emergency line")
+    h.expect(a, "What is happening")
+    deleted = [ids for kind, _, ids in seen_by(h, A) if kind == "scrub"]
+    assert deleted == [("2",), ("3",), ("4",)]  # the messages that carried codes
+
+
+async def test_closed_cases_are_shredded_after_the_retention_period(h: Harness) -> None:
+    """90 days after a case is resolved its key and content are destroyed; the row stays
+    (tier, status, dates), and a late ack is told the case is closed."""
+    await say(h, A, "SOS", 1)
+    ref = h.expect_page("alice")
+    await say(h, A, "they took my brother", 2)
+    h.inbox.clear()
+    await h.say(f"ack {ref}", who="alice")
+    await h.say(f"resolve {ref} he is out", who="alice")
+    h.inbox.clear()
+    assert h.app is not None
+    await h.advance(timedelta(days=89, hours=23))
+    async with h.app.engine.connect() as conn:
+        from sqlalchemy import text
+
+        assert (await conn.execute(text("SELECT wrapped_key FROM cases"))).scalar_one()
+    await h.advance(timedelta(hours=2))
+    async with h.app.engine.connect() as conn:
+        row = (
+            await conn.execute(text("SELECT wrapped_key, details_ct, status, tier FROM cases"))
+        ).one()
+        entries = (await conn.execute(text("SELECT count(*) FROM case_entry"))).scalar_one()
+    assert (bytes(row[0]), bytes(row[1]), row[2], row[3]) == (b"", b"", "resolved", "critical")
+    assert entries == 0
+    await h.say(f"ack {ref}", who="alice")
+    h.expect("alice", rf"^Case {ref} is already resolved\.$")
