@@ -83,6 +83,7 @@ async def test_codes_are_kept_only_as_keyed_hashes_and_plan_shows_no_code(
     await say(h, A, "/plan", 4)
     plan = h.expect(a, r"^Your safety plan:\nSafe code: set\nDuress code: set\nTime zone: not set")
     assert "blue" not in plan.string.casefold() and "red" not in plan.string.casefold()
+    h.expect(a, r"^1/5 Safe code:")  # the walk through the plan begins
     deleted = [ids for kind, _, ids in seen_by(h, A) if kind == "scrub"]
     assert deleted == [("1",), ("2",), ("3",)]  # every message that carried a code
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("intake.db*"))
@@ -387,6 +388,7 @@ async def test_forget_confirm_keeps_open_cases_reachable(h: Harness) -> None:
     await say(h, A, "/plan", 5)
     h.expect(a, "Before you write")  # forgotten: even the notices shown once are gone
     h.expect(a, r"Safe code: not set\nDuress code: not set")
+    h.expect(a, r"^1/5 Safe code:")
     await h.say(f"ack {ref}", who="alice")
     h.inbox["alice"].clear()
     h.expect(a, "A responder has your case")
