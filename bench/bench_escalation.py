@@ -51,8 +51,18 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def main(open_cases: int, due: int, url: str | None, sos: int) -> None:
-    """Build the load, run the app in real time, print the numbers."""
+async def main(
+    open_cases: int,
+    due: int,
+    url: str | None,
+    sos: int,
+    lead: float = 10.0,
+    spread: float = 30.0,
+) -> dict[str, float | int | str]:
+    """Build the load, run the app in real time, print the numbers and return them (ms).
+
+    ``due`` cases come due over ``spread`` seconds, starting ``lead`` seconds after setup.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(write_config(Path(tmp), TEST_CONFIG, url))
         keyring, _ = ensure_development_keyring(config.keys.dir, {})
@@ -73,8 +83,8 @@ async def main(open_cases: int, due: int, url: str | None, sos: int) -> None:
                         refs.append(case.ref)
             await app.drain()
             setup = time.perf_counter() - started
-            # `due` of them come due over the next 30 s (starting in 10 s); the rest tomorrow.
-            base = datetime.now(UTC) + timedelta(seconds=10)
+            # `due` of them come due over `spread` s (starting in `lead` s); the rest tomorrow.
+            base = datetime.now(UTC) + timedelta(seconds=lead)
             due_at: dict[str, float] = {}
             async with app.store.transaction() as tx:
                 cases = [await tx.case_by_ref(ref) for ref in refs[:due]]
@@ -84,7 +94,7 @@ async def main(open_cases: int, due: int, url: str | None, sos: int) -> None:
                 )
                 for index, case in enumerate(cases):
                     assert case is not None
-                    moment = base + timedelta(seconds=30 * index / max(due, 1))
+                    moment = base + timedelta(seconds=spread * index / max(due, 1))
                     due_at[case.ref] = moment.timestamp()
                     await conn.execute(
                         update(Escalation)
@@ -107,7 +117,7 @@ async def main(open_cases: int, due: int, url: str | None, sos: int) -> None:
                         break
                     await asyncio.sleep(0.001)
                 await asyncio.sleep(0.05)
-            deadline = time.time() + 90
+            deadline = time.time() + lead + spread + 60
             while time.time() < deadline:
                 if all(("bob", ref) in device.arrivals for ref in due_at):
                     break
@@ -123,10 +133,23 @@ async def main(open_cases: int, due: int, url: str | None, sos: int) -> None:
                 f"p99={pct(first_page, 0.99):7.1f}ms max={max(first_page) * 1000:7.1f}ms"
             )
             print(
-                f"escalation lateness  n={len(lateness):<5} (of {due} due over 30 s) "
+                f"escalation lateness  n={len(lateness):<5} (of {due} due over {spread:g} s) "
                 f"p50={pct(lateness, 0.5):7.1f}ms p99={pct(lateness, 0.99):7.1f}ms "
                 f"max={max(lateness) * 1000:7.1f}ms"
             )
+            return {
+                "database": app.store.dialect,
+                "open_cases": open_cases,
+                "setup_s": setup,
+                "sos": len(first_page),
+                "first_page_p50_ms": pct(first_page, 0.5),
+                "first_page_p99_ms": pct(first_page, 0.99),
+                "due": due,
+                "paged_late": len(lateness),
+                "lateness_p50_ms": pct(lateness, 0.5),
+                "lateness_p99_ms": pct(lateness, 0.99),
+                "lateness_max_ms": max(lateness) * 1000,
+            }
         finally:
             await app.close()
 
@@ -137,5 +160,7 @@ if __name__ == "__main__":
     parser.add_argument("--due", type=int, default=1_000)
     parser.add_argument("--sos", type=int, default=100)
     parser.add_argument("--url")
+    parser.add_argument("--lead", type=float, default=10.0, help="seconds until the first due")
+    parser.add_argument("--spread", type=float, default=30.0, help="seconds the dues spread over")
     args = parser.parse_args()
-    asyncio.run(main(args.open, args.due, args.url, args.sos))
+    asyncio.run(main(args.open, args.due, args.url, args.sos, args.lead, args.spread))

@@ -56,8 +56,8 @@ def report(name: str, samples: list[float], baseline_ms: float) -> None:
     )
 
 
-async def main(defenders: int, url: str | None) -> None:
-    """Run every measurement once and print the table."""
+async def main(defenders: int, url: str | None) -> dict[str, float | int | str]:
+    """Run every measurement once, print the table and return the figures (ms, per second)."""
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         config = load_config(write_config(directory, TEST_CONFIG, url))
@@ -120,6 +120,22 @@ async def main(defenders: int, url: str | None) -> None:
                 f"escalations ({tick / max(fired, 1) * 1000:.2f}ms each); "
                 f"{paged} pages sent in {tick_drain * 1000:.0f}ms"
             )
+            step_stats = percentiles(steps)
+            sos_stats = percentiles(sos)
+            return {
+                "database": app.store.dialect,
+                "defenders": defenders,
+                "bare_tx_p50_ms": baseline,
+                "intake_step_p50_ms": step_stats["p50"],
+                "intake_step_p99_ms": step_stats["p99"],
+                "intake_steps_per_s": len(steps) / sum(steps),
+                "sos_p50_ms": sos_stats["p50"],
+                "sos_p99_ms": sos_stats["p99"],
+                "send_per_s": sent / drain if drain else 0.0,
+                "tick_escalations": fired,
+                "tick_ms": tick * 1000,
+                "tick_ms_per_escalation": tick / max(fired, 1) * 1000,
+            }
         finally:
             await app.close()
 

@@ -44,13 +44,21 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return pick(0.5), pick(0.99)
 
 
-def report(name: str, count: int, elapsed: float, samples: list[float]) -> None:
-    """Print one line: count, messages/s, and p50/p99 of the samples (if any)."""
+def report(name: str, count: int, elapsed: float, samples: list[float]) -> dict[str, float]:
+    """Print one line: count, messages/s, and p50/p99 of the samples (if any); return them."""
     line = f"{name:<38} n={count:<6} {count / elapsed:8.0f} msg/s"
+    figures = {"per_s": count / elapsed}
     if samples:
         p50, p99 = percentiles(samples)
         line += f"   p50={p50:7.2f}ms p99={p99:7.2f}ms"
+        figures.update(p50_ms=p50, p99_ms=p99)
     print(line)
+    return figures
+
+
+def prefixed(prefix: str, figures: dict[str, float]) -> dict[str, float]:
+    """Return ``figures`` with each key prefixed by ``prefix_``."""
+    return {f"{prefix}_{key}": value for key, value in figures.items()}
 
 
 def message(index: int, *, to_defender: bool = False) -> OutboundMessage:
@@ -71,8 +79,8 @@ async def timed_send(channel: SignalChannel, item: OutboundMessage, samples: lis
     samples.append(time.perf_counter() - started)
 
 
-async def bench_send(count: int) -> None:
-    """Sequential, concurrent and defender sends."""
+async def bench_send(count: int) -> dict[str, float]:
+    """Sequential, concurrent and defender sends; return the figures."""
     async with FakeSignalApi() as api:
         channel = SignalChannel(api.url, ACCOUNT, "poll", None)
         await channel.send(message(0))  # warm the connection
@@ -80,7 +88,8 @@ async def bench_send(count: int) -> None:
         started = time.perf_counter()
         for index in range(count):
             await timed_send(channel, message(index), samples)
-        report("send, sequential", count, time.perf_counter() - started, samples)
+        elapsed = time.perf_counter() - started
+        figures = prefixed("send", report("send, sequential", count, elapsed, samples))
 
         samples = []
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -93,7 +102,8 @@ async def bench_send(count: int) -> None:
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(8)))
-        report("send, 8 concurrent", count, time.perf_counter() - started, samples)
+        elapsed = time.perf_counter() - started
+        figures |= prefixed("send_x8", report("send, 8 concurrent", count, elapsed, samples))
         await channel.stop()
 
         channel = SignalChannel(api.url, ACCOUNT, "poll", timedelta(days=1))
@@ -101,12 +111,15 @@ async def bench_send(count: int) -> None:
         started = time.perf_counter()
         for index in range(count):
             await timed_send(channel, message(index % (count // 4 or 1), to_defender=True), samples)
-        report("send to defenders (+PUT)", count, time.perf_counter() - started, samples)
+        elapsed = time.perf_counter() - started
+        name = "send to defenders (+PUT)"
+        figures |= prefixed("send_defender", report(name, count, elapsed, samples))
         await channel.stop()
+        return figures
 
 
-async def bench_receive_poll(count: int) -> None:
-    """Drain ``count`` queued messages through GET /v1/receive."""
+async def bench_receive_poll(count: int) -> dict[str, float]:
+    """Drain ``count`` queued messages through GET /v1/receive; return the figures."""
     async with FakeSignalApi() as api:
         for index in range(count):
             api.deliver_text(UUID.format(index), None, f"message {index}", 1764450000000 + index)
@@ -127,11 +140,11 @@ async def bench_receive_poll(count: int) -> None:
         await channel.stop()
         gets = len(api.receive_requests)
         name = f"receive, poll ({gets} GETs, {elapsed / gets * 1000:.1f}ms/GET)"
-        report(name, count, elapsed, [])
+        return prefixed("receive_poll", report(name, count, elapsed, []))
 
 
-async def bench_receive_websocket(count: int) -> None:
-    """Push ``count`` messages over the json-rpc websocket."""
+async def bench_receive_websocket(count: int) -> dict[str, float]:
+    """Push ``count`` messages over the json-rpc websocket; return the figures."""
     async with FakeSignalApi(mode="json-rpc") as api:
         done = asyncio.Event()
         stamps: dict[str, float] = {}
@@ -155,14 +168,15 @@ async def bench_receive_websocket(count: int) -> None:
         await asyncio.wait_for(done.wait(), 120)
         elapsed = time.perf_counter() - started
         await channel.stop()
-        report("receive, websocket", count, elapsed, samples)
+        return prefixed("receive_ws", report("receive, websocket", count, elapsed, samples))
 
 
-async def main(count: int) -> None:
-    """Run every measurement once and print the table."""
-    await bench_send(count)
-    await bench_receive_poll(count)
-    await bench_receive_websocket(count)
+async def main(count: int) -> dict[str, float]:
+    """Run every measurement once, print the table and return the figures (ms, msg/s)."""
+    figures = await bench_send(count)
+    figures |= await bench_receive_poll(count)
+    figures |= await bench_receive_websocket(count)
+    return figures
 
 
 if __name__ == "__main__":

@@ -69,8 +69,8 @@ async def noop(message: InboundMessage) -> None:
     """A handle that does nothing."""
 
 
-async def bench_send(messages: int, concurrency: int) -> None:
-    """Sequential and concurrent sends, with a bare-httpx baseline."""
+async def bench_send(messages: int, concurrency: int) -> dict[str, float]:
+    """Sequential and concurrent sends, with a bare-httpx baseline; return the figures."""
     async with FakeBotApi() as fake:
         users = [100_000 + i for i in range(max(concurrency, 1))]
         for user in users:
@@ -119,6 +119,15 @@ async def bench_send(messages: int, concurrency: int) -> None:
                 await channel.send(message)
                 samples.append(time.perf_counter() - started)
             line("send sequential (channel)", samples, sum(samples), baseline)
+            figures = {
+                "send_baseline_p50_ms": pct(baseline, 0.5),
+                "send_baseline_p99_ms": pct(baseline, 0.99),
+                "send_p50_ms": pct(samples, 0.5),
+                "send_p99_ms": pct(samples, 0.99),
+                "send_added_p50_ms": pct(samples, 0.5) - pct(baseline, 0.5),
+                "send_added_p99_ms": pct(samples, 0.99) - pct(baseline, 0.99),
+                "send_per_s": len(samples) / sum(samples),
+            }
 
             latencies: list[float] = []
 
@@ -133,12 +142,9 @@ async def bench_send(messages: int, concurrency: int) -> None:
 
             started = time.perf_counter()
             await asyncio.gather(*(worker(user, per_worker) for user in users))
-            line(
-                f"send concurrent x{concurrency}",
-                latencies,
-                time.perf_counter() - started,
-                concurrent_baseline,
-            )
+            elapsed = time.perf_counter() - started
+            line(f"send concurrent x{concurrency}", latencies, elapsed, concurrent_baseline)
+            figures["send_concurrent_per_s"] = len(latencies) / elapsed
         finally:
             await channel.stop()
 
@@ -162,10 +168,11 @@ async def bench_send(messages: int, concurrency: int) -> None:
             )
         finally:
             await limited.stop()
+        return figures
 
 
-async def bench_receive(messages: int) -> None:
-    """Backlog drain and one-at-a-time latency through the polling loop."""
+async def bench_receive(messages: int) -> dict[str, float]:
+    """Backlog drain and one-at-a-time latency through the polling loop; return the figures."""
     async with FakeBotApi() as fake:
         for i in range(messages):
             fake.user_says(200_000 + i % 50, f"backlog {i}")
@@ -207,14 +214,20 @@ async def bench_receive(messages: int) -> None:
             latencies.append(time.perf_counter() - started)
         await channel.stop()
         line("receive one at a time", latencies, sum(latencies), None)
+        return {
+            "receive_backlog_per_s": messages / elapsed,
+            "receive_p50_ms": pct(latencies, 0.5),
+            "receive_p99_ms": pct(latencies, 0.99),
+        }
 
 
-async def main(messages: int, concurrency: int) -> None:
-    """Run both benchmarks."""
+async def main(messages: int, concurrency: int) -> dict[str, float]:
+    """Run both benchmarks; return their figures (ms, messages/s)."""
     logging.basicConfig(level=logging.WARNING)
-    await bench_send(messages, concurrency)
-    await bench_receive(messages)
+    figures = await bench_send(messages, concurrency)
+    figures.update(await bench_receive(messages))
     print(f"(one run, python {sys.version.split()[0]}, loopback; rerun to compare)")
+    return figures
 
 
 if __name__ == "__main__":

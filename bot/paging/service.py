@@ -540,21 +540,8 @@ class PagingService:
             return
         why = "; ".join(reasons)
         await self._set_tier(tx, case, tier, "tier:triage", why, "triage", now)
-        if case.status == "taken" and case.taken_by:
-            await queue_to_person(
-                tx,
-                self.directory.reachable_addresses(case.taken_by),
-                OutboxItem(
-                    idempotency_key=f"raise:{case.id}:{tier}",
-                    kind="notice",
-                    priority=Priority.URGENT,
-                    recipient=NOBODY,
-                    text=f"Case {case.ref} is now {tier.upper()}: {why}",
-                    case_id=case.id,
-                    responder=case.taken_by,
-                ),
-                now,
-            )
+        text = f"Case {case.ref} is now {tier.upper()}: {why}"
+        await self._tell_taker(tx, case, f"raise:{case.id}:{tier}", text, now)
 
     async def call_off(
         self, tx: Transaction, case: CaseView, now: datetime, *, withdrawn: bool = False
@@ -606,21 +593,29 @@ class PagingService:
             state = await tx.escalation_of(case.id)
             if case.status == "open" and state is not None:
                 await self.start(tx, case, now, note=why)
-        if case.status == "taken" and case.taken_by:
-            await queue_to_person(
-                tx,
-                self.directory.reachable_addresses(case.taken_by),
-                OutboxItem(
-                    idempotency_key=f"duress:{case.id}:{to_key(now)}",
-                    kind="notice",
-                    priority=Priority.URGENT,
-                    recipient=NOBODY,
-                    text=f"CRITICAL case {case.ref}\n{DURESS_LABEL}\n{why}",
-                    case_id=case.id,
-                    responder=case.taken_by,
-                ),
-                now,
-            )
+        text = f"CRITICAL case {case.ref}\n{DURESS_LABEL}\n{why}"
+        await self._tell_taker(tx, case, f"duress:{case.id}:{to_key(now)}", text, now)
+
+    async def _tell_taker(
+        self, tx: Transaction, case: CaseView, key: str, text: str, now: datetime
+    ) -> None:
+        """Queue an urgent notice to the responder who has taken ``case``, if anyone has."""
+        if case.status != "taken" or not case.taken_by:
+            return
+        await queue_to_person(
+            tx,
+            self.directory.reachable_addresses(case.taken_by),
+            OutboxItem(
+                idempotency_key=key,
+                kind="notice",
+                priority=Priority.URGENT,
+                recipient=NOBODY,
+                text=text,
+                case_id=case.id,
+                responder=case.taken_by,
+            ),
+            now,
+        )
 
     async def _set_tier(
         self,

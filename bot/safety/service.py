@@ -308,16 +308,9 @@ class SafetyService:
     async def _drill(
         self, tx: Transaction, defender_id: str, session: Session, now: datetime
     ) -> SafetyResult:
-        details: dict[str, Any] = {
-            "kind": "drill",
-            "flow": None,
-            "flows": [],
-            "answers": {},
-            "reasons": ["a drill the defender asked for"],
-        }
-        case = await tx.case_open(defender_id, "drill", "critical", details, now)
-        await tx.log("case.opened", now, case_id=case.id, actor="defender", detail="drill")
-        await self._paging.start(tx, case, now)
+        case = await self._open_critical(
+            tx, defender_id, "drill", "a drill the defender asked for", now
+        )
         return SafetyResult(session, (self._text(session, "drill_started", ref=case.ref),))
 
     async def _forget(
@@ -418,17 +411,14 @@ class SafetyService:
                 await tx.checkin_set(checkin.id, "nudged", now + self._grace, now)
                 await tx.log("checkin.nudged", now, actor="system")
                 continue
-            details: dict[str, Any] = {
-                "kind": "checkin",
-                "flow": None,
-                "flows": [],
-                "answers": {},
-                "note": checkin.note,
-                "reasons": ["missed check-in (no /safe after the reminder and grace period)"],
-            }
-            case = await tx.case_open(checkin.defender_id, "checkin", "critical", details, now)
-            await tx.log("case.opened", now, case_id=case.id, actor="system", detail="checkin")
-            await self._paging.start(tx, case, now)
+            case = await self._open_critical(
+                tx,
+                checkin.defender_id,
+                "checkin",
+                "missed check-in (no /safe after the reminder and grace period)",
+                now,
+                note=checkin.note,
+            )
             await tx.checkin_set(checkin.id, "missed", None, now, case_id=case.id)
             log.info("checkin.missed case=%s", case.id)
         return len(due)
@@ -520,17 +510,7 @@ class SafetyService:
         if open_case is not None:
             await self._paging.flag_duress(tx, open_case, why, now)
         else:
-            details: dict[str, Any] = {
-                "kind": "sos",
-                "flow": None,
-                "flows": [],
-                "answers": {},
-                "duress": True,
-                "reasons": [why],
-            }
-            case = await tx.case_open(defender_id, "sos", "critical", details, now)
-            await tx.log("case.opened", now, case_id=case.id, actor="defender", detail="duress")
-            await self._paging.start(tx, case, now)
+            await self._open_critical(tx, defender_id, "sos", why, now, duress=True)
         await tx.log("defender.compromised", now, actor="defender")
         return replace(session, compromised=True)
 
@@ -548,17 +528,38 @@ class SafetyService:
         or opens a critical case if none is open."""
         open_case = next((c for c in cases if c.status != "resolved"), None)
         if open_case is None:
-            details: dict[str, Any] = {
-                "kind": "sos",
-                "flow": None,
-                "flows": [],
-                "answers": {},
-                "duress": True,
-                "reasons": ["a message from a device marked compromised"],
-            }
-            open_case = await tx.case_open(defender_id, "sos", "critical", details, now)
-            await tx.log("case.opened", now, case_id=open_case.id, actor="defender")
-            await self._paging.start(tx, open_case, now)
+            open_case = await self._open_critical(
+                tx,
+                defender_id,
+                "sos",
+                "a message from a device marked compromised",
+                now,
+                duress=True,
+            )
         value = text or "(an empty message or a file)"
         await tx.case_add_entry(open_case.id, "compromised", value, now)
         await self._paging.relay(tx, open_case, COMPROMISED_TITLE, value, now, f"{key}:compromised")
+
+    async def _open_critical(
+        self,
+        tx: Transaction,
+        defender_id: str,
+        kind: str,
+        reason: str,
+        now: datetime,
+        **flags: object,
+    ) -> CaseView:
+        """Open a critical case of ``kind`` for ``reason`` (no form answers; ``flags`` such as
+        ``duress`` or ``note`` go into its encrypted details) and start paging it."""
+        details: dict[str, Any] = {
+            "kind": kind,
+            "flow": None,
+            "flows": [],
+            "answers": {},
+            "reasons": [reason],
+            **flags,
+        }
+        case = await tx.case_open(defender_id, kind, "critical", details, now)
+        await tx.log("case.opened", now, case_id=case.id, actor="system", detail=kind)
+        await self._paging.start(tx, case, now)
+        return case
