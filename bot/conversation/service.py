@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.conversation import engine
 from bot.conversation.model import Flow, FlowKind, FlowSet
-from bot.core.messages import InboundMessage, Priority
+from bot.core.messages import Address, InboundMessage, Priority
 from bot.core.ports import Transaction
 from bot.core.records import CaseView, OutboxItem
 from bot.core.text import clean_input
@@ -209,19 +209,7 @@ class ConversationService:
         if seized_mid_flow:  # the next question would go to whoever holds the device
             outgoing = []
             session = replace(session.idle(), compromised=True)
-        for index, reply in enumerate(outgoing):
-            await tx.outbox_add(
-                OutboxItem(
-                    idempotency_key=f"reply:{key}:{index}",
-                    kind="reply",
-                    priority=Priority.URGENT,
-                    recipient=sender,
-                    text=reply.text,
-                    choices=reply.choices,
-                    defender_id=defender.id,
-                ),
-                now,
-            )
+        await self._queue_replies(tx, key, defender.id, sender, outgoing, now)
         expires = now + self._timing.draft_expiry if session.has_draft else None
         await tx.defender_save_session(
             defender.id, session.to_dict(), now, draft_expires_at=expires
@@ -283,19 +271,33 @@ class ConversationService:
                 ),
                 now,
             )
+        answers = [engine.Reply(text) for text in replies]
+        await self._queue_replies(tx, key, defender_id, sender, answers, now)
+        return None if result.forgotten else session
+
+    @staticmethod
+    async def _queue_replies(
+        tx: Transaction,
+        key: str,
+        defender_id: str,
+        recipient: Address,
+        replies: Sequence[engine.Reply],
+        now: datetime,
+    ) -> None:
+        """Queue the answers to one message, in order, each idempotent under ``key``."""
         for index, reply in enumerate(replies):
             await tx.outbox_add(
                 OutboxItem(
                     idempotency_key=f"reply:{key}:{index}",
                     kind="reply",
                     priority=Priority.URGENT,
-                    recipient=sender,
-                    text=reply,
+                    recipient=recipient,
+                    text=reply.text,
+                    choices=reply.choices,
                     defender_id=defender_id,
                 ),
                 now,
             )
-        return None if result.forgotten else session
 
     async def expire_drafts(self, tx: Transaction, now: datetime, limit: int = 100) -> int:
         """Delete the drafts that have been quiet for the draft expiry; return how many.
