@@ -144,7 +144,14 @@ class OutboxSender:
 
     async def _deliver(self, group: list[ClaimedMessage]) -> int:
         """Send one message (or one bundle of pages to one person) and record the outcome on
-        every outbox row it carries."""
+        every outbox row it carries. Only the rows marked ``sending`` right before the call
+        can be left with an unknown outcome by a crash; the rest of a claimed batch is simply
+        claimed again."""
+        async with self._store.transaction() as tx:
+            ours = await tx.outbox_attempting([(m.id, m.token) for m in group], self._clock.now())
+        group = [m for m in group if m.id in ours]
+        if not group:
+            return 0
         message = group[0]
         channel = self._channels[message.recipient.channel]
         if len(group) > 1:

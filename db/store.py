@@ -856,7 +856,7 @@ class Transaction:
             Outbox.channel.in_(list(channels)),
             or_(
                 and_(Outbox.state == "pending", Outbox.next_attempt_at <= millis),
-                and_(Outbox.state == "sending", Outbox.lease_until < millis),
+                and_(Outbox.state.in_(("claimed", "sending")), Outbox.lease_until < millis),
             ),
         )
 
@@ -884,7 +884,7 @@ class Transaction:
         limit = to_millis(now - stuck_after)
         stuck = or_(
             and_(Outbox.state == "pending", Outbox.next_attempt_at < limit),
-            and_(Outbox.state == "sending", Outbox.lease_until < limit),
+            and_(Outbox.state.in_(("claimed", "sending")), Outbox.lease_until < limit),
         )
         count, oldest = (
             await self._s.execute(
@@ -907,9 +907,12 @@ class Transaction:
     ) -> list[ClaimedMessage]:
         """Claim up to ``limit`` due messages, most urgent first, under a lease.
 
-        A row found in ``sending`` past its lease was being sent when a process died: its
-        outcome is unknown, so it is claimed once more as a repeat; a row whose repeat's
-        outcome is unknown too is marked failed, never sent a third time.
+        Claimed rows are ``claimed``: nothing has been tried yet. The sender marks each one
+        ``sending`` (:meth:`outbox_attempting`) just before handing it to the platform. A row
+        found ``claimed`` past its lease was never tried (its process died first): it is
+        simply claimed again. A row found ``sending`` past its lease was being sent when a
+        process died: its outcome is unknown, so it is claimed once more as a repeat; a row
+        whose repeat's outcome is unknown too is marked failed, never sent a third time.
         """
         query = (
             select(Outbox)
@@ -943,7 +946,7 @@ class Transaction:
                     payload, field_context("outbox", "payload", row.id)
                 )
             delete_ids = tuple(payload["delete_ids"])
-            row.state = "sending"
+            row.state = "claimed"
             row.claim_token = secrets.token_hex(16)
             row.lease_until = to_millis(now + lease)
             row.attempts += 1
@@ -1013,6 +1016,19 @@ class Transaction:
             for h in held:
                 h.state = "cancelled"
                 self._shred(h)
+
+    async def outbox_attempting(self, claims: Sequence[tuple[str, str]], now: datetime) -> set[str]:
+        """Mark claimed rows (id, token) ``sending``: their platform call starts now, so a
+        crash from here on leaves their outcome unknown. Returns the ids still held by these
+        claims (a row whose lease ran out may belong to another sender by now)."""
+        ours: set[str] = set()
+        for message_id, token in claims:
+            row = await self._s.get(Outbox, message_id)
+            if row is None or row.state != "claimed" or row.claim_token != token:
+                continue
+            row.state = "sending"
+            ours.add(message_id)
+        return ours
 
     async def _claimed(self, message_id: str, token: str) -> Outbox | None:
         row = await self._s.get(Outbox, message_id)

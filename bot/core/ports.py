@@ -141,6 +141,11 @@ class Transaction(Protocol):
         withdrawn (see ``db.store.Transaction.defender_forget``)."""
         ...
 
+    async def outbox_attempting(self, claims: Sequence[tuple[str, str]], now: datetime) -> set[str]:
+        """Mark claimed rows (id, token) ``sending`` just before their platform call;
+        return the ids still held by these claims."""
+        ...
+
     async def shred_closed_cases(self, closed_before: datetime, limit: int = 100) -> int:
         """Crypto-shred cases resolved before ``closed_before`` (key, details, note, entries
         destroyed; the row stays as a record that a case existed)."""

@@ -128,6 +128,29 @@ async def test_crash_while_sending_resends_once_as_repeat(harness: Harness) -> N
     harness.expect_nothing()
 
 
+async def test_a_claimed_batch_killed_before_sending_is_sent_plainly(harness: Harness) -> None:
+    """Rows claimed in a batch but never handed to the platform (the process died first) are
+    not 'outcome unknown': after the lease they go out once, without '(repeat)' — found by
+    the kill -9 chaos run, where whole batches turned into repeats and then into failures."""
+    assert harness.app is not None
+    harness.channel.fail_with = lambda m: DeliveryRetry("down")
+    await harness.say("SOS")
+    harness.channel.fail_with = None
+    async with harness.app.store.transaction() as tx:  # claimed, then the process died
+        await tx._s.execute(
+            update(Outbox).values(state="claimed", lease_until=0, claim_token="dead")
+        )
+    await harness.restart()
+    harness.expect("alice", r"^CRITICAL case [A-Z0-9]{4}\nSOS alert\n")
+    harness.expect("defender", "Help is being alerted")
+    harness.expect("defender", "what is happening")
+    async with harness.app.store.transaction() as tx:
+        states = (await tx._s.execute(select(Outbox.state, Outbox.ambiguous))).all()
+    assert {(state, bool(ambiguous)) for state, ambiguous in states} == {("sent", False)}
+    await harness.restart()
+    harness.expect_nothing()
+
+
 async def test_ack_cancels_pages_not_yet_sent(harness: Harness) -> None:
     """Pages still queued when the case is taken are cancelled, and their content destroyed."""
     harness.channel.fail_with = lambda m: (
