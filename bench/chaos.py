@@ -158,13 +158,16 @@ def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
 
 
 def expire_leases(db: Path) -> int:
-    """Move the lease of every row left "sending" into the past; return how many."""
+    """Move the lease of every row left "claimed" or "sending" into the past; return how
+    many."""
     if not db.exists():
         return 0
     connection = sqlite3.connect(db, timeout=30)
     try:
         with connection:
-            cursor = connection.execute("UPDATE outbox SET lease_until = 0 WHERE state = 'sending'")
+            cursor = connection.execute(
+                "UPDATE outbox SET lease_until = 0 WHERE state IN ('claimed', 'sending')"
+            )
         return cursor.rowcount
     except sqlite3.OperationalError:
         return 0
@@ -249,7 +252,7 @@ def settled(telegram: FakeBotApi, defenders: list[int], db: Path) -> bool:
         return False
     busy = query(
         db,
-        "SELECT (SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending'))"
+        "SELECT (SELECT count(*) FROM outbox WHERE state IN ('pending', 'claimed', 'sending'))"
         " + (SELECT count(*) FROM escalation WHERE state = 'active')"
         " + (SELECT count(*) FROM inbox WHERE processed_at IS NULL)",
     )
@@ -372,7 +375,7 @@ def main() -> int:
     parser.add_argument(
         "--fast-leases",
         action="store_true",
-        help="expire leases of rows left 'sending' before the final run instead of waiting 120 s",
+        help="expire leases of rows left claimed or sending before the final run, not after 120 s",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "chaos.json")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the run here")

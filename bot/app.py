@@ -210,7 +210,16 @@ class App:
         return len(problems)
 
     async def recover(self) -> int:
-        """Process inbox messages stored but not processed before a crash; return how many."""
+        """Process inbox messages stored but not processed before a crash; return how many.
+
+        On SQLite this process is the only instance (it holds the instance lock), so what a
+        dead process left claimed or half-sent is released at once: a critical page waits
+        for no lease after a crash."""
+        if self.store.dialect == "sqlite":
+            async with self.store.transaction() as tx:
+                released = await tx.outbox_release_leases()
+            if released:
+                log.warning("outbox.leases_released count=%s", released)
         async with self.store.transaction() as tx:
             pending = await tx.inbox_pending()
         for inbox_id, message in pending:

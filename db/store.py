@@ -1017,6 +1017,15 @@ class Transaction:
                 h.state = "cancelled"
                 self._shred(h)
 
+    async def outbox_release_leases(self) -> int:
+        """End the lease of every row left ``claimed`` or ``sending`` by a dead process, so
+        it is sent (or repeated) now rather than when its lease would have run out. Only for
+        a sole instance (SQLite's instance lock): with several, a lease may be alive."""
+        result = await self._s.execute(
+            update(Outbox).where(Outbox.state.in_(("claimed", "sending"))).values(lease_until=0)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     async def outbox_attempting(self, claims: Sequence[tuple[str, str]], now: datetime) -> set[str]:
         """Mark claimed rows (id, token) ``sending``: their platform call starts now, so a
         crash from here on leaves their outcome unknown. Returns the ids still held by these

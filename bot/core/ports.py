@@ -141,6 +141,11 @@ class Transaction(Protocol):
         withdrawn (see ``db.store.Transaction.defender_forget``)."""
         ...
 
+    async def outbox_release_leases(self) -> int:
+        """End the lease of every row left ``claimed`` or ``sending`` by a dead process (a
+        sole instance only)."""
+        ...
+
     async def outbox_attempting(self, claims: Sequence[tuple[str, str]], now: datetime) -> set[str]:
         """Mark claimed rows (id, token) ``sending`` just before their platform call;
         return the ids still held by these claims."""
