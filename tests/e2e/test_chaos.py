@@ -19,6 +19,8 @@ async def test_five_kills_lose_no_alert_and_no_page(tmp_path: Path) -> None:
     assert result["lost_pages"] == 0, result
     assert result["unexpected_duplicates"] == 0, result
     assert result["cases"] == result["alerts"] > 0, result
-    assert result["pages_sent"] == result["pages_expected"] + result["repeats"], result
+    # A repeat follows an unknown outcome: the first copy may or may not have arrived.
+    expected, repeats = result["pages_expected"], result["repeats"]
+    assert expected <= result["pages_sent"] <= expected + repeats, result
     assert result["final_exit_code"] == 0, result
     assert result["tracebacks_in_log"] == 0, result
