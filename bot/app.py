@@ -13,7 +13,7 @@ import functools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FLOWS_DIR = PROJECT_ROOT / "flows"
 TICK_SECONDS = 1.0
+# Sweeps whose timers need no second precision (draft expiry, automatic trusted-contact
+# alerts, retention) run at most this often; what is due is always read from the rows.
+SWEEP_EVERY = timedelta(seconds=60)
 WATCHDOG_OVERDUE_AFTER = timedelta(seconds=30)  # a due step later than this: the tick stalled
 SORRY = (
     "Sorry — something went wrong on our side while reading your message. It was received. "
@@ -121,6 +124,7 @@ class App:
     alerts: OperatorAlerts
     lock: InstanceLock | None = None
     _wakes: dict[str, asyncio.Event] = field(default_factory=dict)
+    _swept_at: datetime | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _scheduler: AsyncIOScheduler | None = None
 
@@ -229,16 +233,18 @@ class App:
         return len(pending)
 
     async def tick(self) -> int:
-        """Advance due escalations (one transaction) and wake the sender; return steps fired."""
+        """Advance due escalations and check-ins, run the slower sweeps when their minute has
+        come, and wake the sender; return how many steps fired."""
         now = self.clock.now()
         async with self.store.transaction() as tx:
             fired = await self.paging.tick(tx, now)
-        async with self.store.transaction() as tx:
-            await self.conversations.expire_drafts(tx, now)
-        async with self.store.transaction() as tx:
             fired += await self.safety.tick(tx, now)
-            fired += await self.safety.auto_alerts(tx, now)
-            await self.safety.shred_closed(tx, now)
+        if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
+            async with self.store.transaction() as tx:
+                await self.conversations.expire_drafts(tx, now)
+                fired += await self.safety.auto_alerts(tx, now)
+                await self.safety.shred_closed(tx, now)
+            self._swept_at = now
         if fired:
             self.wake()
         return fired

@@ -546,6 +546,28 @@ class Transaction:
         )
         return [self._case_view(row) for row in rows.scalars()]
 
+    async def cases_for_auto_alert(
+        self, opened_before: datetime, limit: int = 50
+    ) -> list[CaseView]:
+        """Critical cases nobody has taken, opened before ``opened_before``, that are not
+        drills and whose trusted contacts were not auto-alerted yet (oldest first)."""
+        alerted = select(EventLog.id).where(
+            EventLog.case_id == Case.id, EventLog.event == "contacts.auto_alerted"
+        )
+        rows = await self._s.execute(
+            select(Case)
+            .where(
+                Case.tier == "critical",
+                Case.status == "open",
+                Case.kind != "drill",
+                Case.created_at <= to_millis(opened_before),
+                ~alerted.exists(),
+            )
+            .order_by(Case.created_at, Case.id)
+            .limit(limit)
+        )
+        return [self._case_view(row) for row in rows.scalars()]
+
     async def case_has_event(self, case_id: str, event: str) -> bool:
         """Return True when the case's log holds ``event`` (e.g. an automatic alert sent)."""
         found = await self._s.execute(

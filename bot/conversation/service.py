@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.conversation import engine
 from bot.conversation.model import Flow, FlowKind, FlowSet
+from bot.core.clock import to_millis
 from bot.core.messages import Address, InboundMessage, Priority
 from bot.core.ports import Transaction
 from bot.core.records import CaseView, OutboxItem
@@ -32,10 +33,6 @@ def own_device_seized(flags: Collection[str]) -> bool:
 def _case_kind(kind: FlowKind) -> str:
     """Cases are "sos" (the one-word alarm) or "intake" (anything asked through a form)."""
     return "sos" if kind is FlowKind.SOS else "intake"
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 MAX_CHAT_IDS = 300  # message ids remembered for clearing a chat (Telegram allows 48 h)
@@ -111,7 +108,7 @@ class ConversationService:
         if defender.session is not None:
             session = engine.Session.from_dict(defender.session)
         else:
-            session = engine.Session(language=self._default_language, touched_at=_ms(now))
+            session = engine.Session(language=self._default_language, touched_at=to_millis(now))
         cleaned = clean_input(message.text, self._max_chars)
         cases = await tx.cases_of_defender(defender.id)
         open_case = next((c for c in cases if c.status != "resolved"), None)
@@ -163,11 +160,11 @@ class ConversationService:
             if isinstance(effect, engine.Reply):
                 outgoing.append(effect)
             elif isinstance(effect, engine.OpenCase):
-                opened, text = await self._open_case(
+                opened, text, seized = await self._open_case(
                     tx, defender.id, cases, effect, session, now, key
                 )
                 outgoing.append(engine.Reply(text))
-                if opened.id not in {c.id for c in cases} and await self._seized(tx, opened):
+                if seized:
                     session = self._mark_seized(session)
                 bound = effect.bind or effect.kind is FlowKind.SOS
                 if bound and session.flow is not None and effect.flow_id in session.path:
@@ -336,10 +333,6 @@ class ConversationService:
         log.info("defender.compromised reason=seized")
         return replace(session, compromised=True)
 
-    async def _seized(self, tx: Transaction, case: CaseView) -> bool:
-        details, _ = await tx.case_details(case.id)
-        return bool(details.get("seized"))
-
     async def _open_case(
         self,
         tx: Transaction,
@@ -349,7 +342,9 @@ class ConversationService:
         session: engine.Session,
         now: datetime,
         key: str,
-    ) -> tuple[CaseView, str]:
+    ) -> tuple[CaseView, str, bool]:
+        """Open the case (or reuse the open SOS case); return it, the text for the defender,
+        and whether the answers say the defender's own device was seized."""
         flow = self._flows.flows[effect.flow_id]
         if effect.kind is FlowKind.SOS and effect.repeat_key is not None:
             active = next(
@@ -364,7 +359,7 @@ class ConversationService:
                 await tx.log("case.sos_repeated", now, case_id=active.id, actor="defender")
                 await self._paging.relay(tx, active, "SOS", "SOS sent again", now, f"{key}:sos")
                 text = self._flows.text(session.language, effect.repeat_key, flow, ref=active.ref)
-                return active, text
+                return active, text, False
         flows = [self._flows.flows[f] for f in effect.flow_ids or (effect.flow_id,)]
         flags = answer_flags(flows, effect.answers, now.date())
         result = triage(self._rules, flags, effect.tier_floor)
@@ -383,7 +378,8 @@ class ConversationService:
         )
         log.info("case.opened case=%s kind=%s tier=%s", case.id, case.kind, case.tier)
         await self._paging.start(tx, case, now)
-        return case, self._flows.text(session.language, effect.reply_key, flow, ref=case.ref)
+        text = self._flows.text(session.language, effect.reply_key, flow, ref=case.ref)
+        return case, text, bool(details["seized"])
 
     def _status(self, language: str, cases: Sequence[CaseView]) -> str:
         if not cases:

@@ -156,6 +156,13 @@ class Transaction(Protocol):
         destroyed; the row stays as a record that a case existed)."""
         ...
 
+    async def cases_for_auto_alert(
+        self, opened_before: datetime, limit: int = 50
+    ) -> list[CaseView]:
+        """Critical cases nobody has taken, opened before ``opened_before``, that are not
+        drills and whose trusted contacts were not auto-alerted yet (oldest first)."""
+        ...
+
     async def case_has_event(self, case_id: str, event: str) -> bool:
         """Return True when the case's log holds ``event`` (e.g. an automatic alert sent)."""
         ...

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.core.clock import to_millis
 from bot.core.messages import Address, Priority
 from bot.core.ports import Transaction
 from bot.core.records import CaseView, EscalationView, OutboxItem
@@ -43,11 +44,6 @@ RESPONDER_HELP = (
 TIERS = ("critical", "high", "medium", "low")
 DURESS_LABEL = "DURESS — do not contact this device"
 SEIZED_LABEL = "DEVICE SEIZED — do not contact this device"
-
-
-def to_key(moment: datetime) -> str:
-    """A moment as part of an idempotency key."""
-    return str(int(moment.timestamp() * 1000))
 
 
 def format_age(delta: timedelta) -> str:
@@ -560,25 +556,14 @@ class PagingService:
             actor="defender",
             detail=f"cancelled={cancelled}",
         )
-        for name in await tx.paged_responders(case.id):
-            await queue_to_person(
-                tx,
-                self.directory.reachable_addresses(name),
-                OutboxItem(
-                    idempotency_key=f"calledoff:{case.id}:{name}",
-                    kind="notice",
-                    priority=Priority.URGENT,
-                    recipient=NOBODY,
-                    text=f"Case {case.ref} was withdrawn by the defender, who asked to be "
-                    "forgotten. No action needed."
-                    if withdrawn
-                    else f"Case {case.ref} was called off by the defender with their safe "
-                    "code (false alarm). No action needed.",
-                    case_id=case.id,
-                    responder=name,
-                ),
-                now,
-            )
+        text = (
+            f"Case {case.ref} was withdrawn by the defender, who asked to be forgotten. "
+            "No action needed."
+            if withdrawn
+            else f"Case {case.ref} was called off by the defender with their safe code "
+            "(false alarm). No action needed."
+        )
+        await self._tell_paged(tx, case, f"calledoff:{case.id}", text, Priority.URGENT, now)
 
     async def flag_duress(self, tx: Transaction, case: CaseView, why: str, now: datetime) -> None:
         """Keep ``case`` open, flag it DURESS and make it critical: an untaken case is paged
@@ -594,7 +579,37 @@ class PagingService:
             if case.status == "open" and state is not None:
                 await self.start(tx, case, now, note=why)
         text = f"CRITICAL case {case.ref}\n{DURESS_LABEL}\n{why}"
-        await self._tell_taker(tx, case, f"duress:{case.id}:{to_key(now)}", text, now)
+        await self._tell_taker(tx, case, f"duress:{case.id}:{to_millis(now)}", text, now)
+
+    async def _tell_paged(
+        self,
+        tx: Transaction,
+        case: CaseView,
+        key: str,
+        text: str,
+        priority: int,
+        now: datetime,
+        besides: str | None = None,
+    ) -> None:
+        """Queue ``text`` to everyone paged for ``case`` (but ``besides``), each on their
+        first reachable address with the others held as fallbacks."""
+        for name in await tx.paged_responders(case.id):
+            if name == besides:
+                continue
+            await queue_to_person(
+                tx,
+                self.directory.reachable_addresses(name),
+                OutboxItem(
+                    idempotency_key=f"{key}:{name}",
+                    kind="notice",
+                    priority=priority,
+                    recipient=NOBODY,
+                    text=text,
+                    case_id=case.id,
+                    responder=name,
+                ),
+                now,
+            )
 
     async def _tell_taker(
         self, tx: Transaction, case: CaseView, key: str, text: str, now: datetime
@@ -684,22 +699,10 @@ class PagingService:
             f"When it is done: resolve {case.ref} [note]",
         ]
         out: list[tuple[Address, str, int]] = [(sender, "\n".join(lines), Priority.URGENT)]
-        for name in await tx.paged_responders(case.id):
-            if name != responder:
-                await queue_to_person(
-                    tx,
-                    self.directory.reachable_addresses(name),
-                    OutboxItem(
-                        idempotency_key=f"taken:{key}:{name}",
-                        kind="notice",
-                        priority=Priority.NOTICE,
-                        recipient=NOBODY,
-                        text=f"Case {case.ref} was taken by {responder}. No action needed.",
-                        case_id=case.id,
-                        responder=name,
-                    ),
-                    now,
-                )
+        taken = f"Case {case.ref} was taken by {responder}. No action needed."
+        await self._tell_paged(
+            tx, case, f"taken:{key}", taken, Priority.NOTICE, now, besides=responder
+        )
         return out
 
     async def _drill_acked(

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from bot.conversation.engine import Session
 from bot.conversation.model import FlowSet
+from bot.core.clock import to_millis
 from bot.core.messages import Address, Priority
 from bot.core.ports import Transaction
 from bot.core.records import CaseView, OutboxItem
@@ -39,11 +40,6 @@ from bot.safety.commands import (
 log = logging.getLogger(__name__)
 
 
-def to_ms(moment: datetime) -> int:
-    """A moment in epoch milliseconds (for idempotency keys)."""
-    return int(moment.timestamp() * 1000)
-
-
 DEFAULT_GRACE = timedelta(minutes=10)
 CODE_KINDS = ("safe", "duress")
 PLAN_STEPS = ("safe", "duress", "contact", "referrer", "tz")
@@ -59,7 +55,6 @@ class SafetyResult:
     session: Session
     replies: tuple[str, ...] = ()
     delete_message: bool = False
-    opened: Sequence[CaseView] = field(default_factory=tuple)
     forgotten: bool = False  # the session was destroyed: store nothing but the language
     saved: bool = False  # the plan item was stored (or deleted) as asked
 
@@ -256,10 +251,11 @@ class SafetyService:
         _, stored = await tx.defender_contact(case.defender_id)
         language = (stored or {}).get("language") or self._flows.catalog.default_language
         header = self._flows.text(language, "contact_alert")
+        batch = "auto" if auto else to_millis(now)
         for index, contact in enumerate(contacts):
             await tx.outbox_add(
                 OutboxItem(
-                    idempotency_key=f"contact:{case.id}:{index}:{'auto' if auto else to_ms(now)}",
+                    idempotency_key=f"contact:{case.id}:{index}:{batch}",
                     kind="notice",
                     priority=Priority.URGENT,
                     recipient=Address(contact["channel"], contact["identity"]),
@@ -279,15 +275,7 @@ class SafetyService:
         if self._auto_after is None:
             return 0
         alerted = 0
-        for case in await tx.cases_open():
-            if (
-                case.tier != "critical"
-                or case.status != "open"
-                or case.kind == "drill"
-                or now - case.created_at < self._auto_after
-                or await tx.case_has_event(case.id, "contacts.auto_alerted")
-            ):
-                continue
+        for case in await tx.cases_for_auto_alert(now - self._auto_after):
             plan = await tx.defender_plan(case.defender_id) or {}
             if any(c.get("auto") for c in plan.get("contacts") or []):
                 await self.alert_contacts(tx, case, "system", now, auto=True)

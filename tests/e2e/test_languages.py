@@ -48,7 +48,7 @@ async def test_lang_switches_mid_form_and_asks_the_question_again(h: Harness) ->
     h.expect("defender", "What kind of threat")
     await h.say("/lang fa")
     h.expect("defender", "فارسی")
-    question = h.expect("defender", "").string
+    question = h.expect("defender", r"\n\u20661\u2069\. ").string
     assert f"{LRI}1{PDI}. " in question and "What kind" not in question
     await h.say("/lang Русский")
     h.expect("defender", "Русский")
@@ -68,7 +68,7 @@ async def test_yes_no_and_skip_words_of_the_defenders_language(h: Harness) -> No
         await h.say(answer)
         h.inbox["defender"].clear()
     await h.say("да")  # credible: yes
-    h.expect("defender", "")  # the next question (perpetrator), in Russian
+    h.expect("defender", r"^Кто за этим стоит")  # "yes" was understood: the next question
     await h.say("/lang es")
     h.inbox["defender"].clear()
     await h.say("saltar")
@@ -85,7 +85,7 @@ async def test_alarm_word_of_any_language_pages_and_rtl_reference_is_isolated(
     h.inbox["defender"].clear()
     await h.say("النجدة")
     ref = h.expect_page("alice")
-    confirmation = h.expect("defender", "").string
+    confirmation = h.expect("defender", ref).string
     assert f"{LRI}{ref}{PDI}" in confirmation
     h.inbox["defender"].clear()
     await h.say("أخذوا زميلي من المكتب")
