@@ -1,21 +1,32 @@
 """Shared fixtures. Scenario tests run on a real SQLite file and, when INTAKE_TEST_PG_URL
-names a PostgreSQL server (`.ci/run` starts one), on a fresh PostgreSQL database too."""
+names a PostgreSQL server (`.ci/run` starts one), on a fresh PostgreSQL database too;
+``INTAKE_TEST_DB`` runs the whole suite on one backend (see tests/databases.py)."""
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import databases
 from tests.harness import Harness
 
-PG_URL = os.environ.get("INTAKE_TEST_PG_URL")
+PG_URL = databases.PG_URL
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(autouse=True)
+def _backend_of_this_run(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Skip SQLite-only tests in a PostgreSQL run, and drop the databases a test made."""
+    if databases.everything_on_postgresql() and request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("inspects the SQLite file; this run is on PostgreSQL")
+    yield
+    databases.drop_created()
+
+
+@pytest.fixture(params=databases.backends())
 def database_url(request: pytest.FixtureRequest) -> str | None:
     """None for a SQLite file in the test's directory, or a fresh PostgreSQL database URL."""
     if request.param == "sqlite":

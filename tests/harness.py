@@ -17,6 +17,7 @@ from bot.config import Config, load_config
 from bot.core.clock import FakeClock
 from bot.core.messages import Address, Delivered, InboundMessage, OutboundMessage
 from db.crypto import KeyRing, ensure_development_keyring
+from tests.databases import default_url
 
 TEST_CONFIG = """
 [database]
@@ -63,9 +64,10 @@ steps = [{{ notify = ["carol"], wait = "8h" }}]
 
 def write_config(directory: Path, body: str = TEST_CONFIG, url: str | None = None) -> Path:
     """Write a test config with keys under ``directory`` and the database at ``url`` (default:
-    a SQLite file in ``directory``); return its path."""
+    a SQLite file in ``directory``, or a fresh PostgreSQL database when the whole run is on
+    PostgreSQL); return its path."""
     path = directory / "config.toml"
-    url = url or f"sqlite+aiosqlite:///{directory / 'intake.db'}"
+    url = url or default_url(directory)
     path.write_text(body.format(url=url, keys=directory / "keys"))
     return path
 

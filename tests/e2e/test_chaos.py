@@ -12,6 +12,7 @@ from bench.chaos import run_chaos
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite_only
 async def test_five_kills_lose_no_alert_and_no_page(tmp_path: Path) -> None:
     """5 kills: every SOS has its case, every case paged alice and bob, no stray copies."""
     result = await run_chaos(kills=5, seed=20240607, workdir=tmp_path, fast_leases=True)

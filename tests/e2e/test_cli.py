@@ -244,6 +244,7 @@ def test_oncall_prints_each_rota_and_the_next_handoffs() -> None:
     assert bad.returncode == 2 and "is not a time like" in bad.stderr
 
 
+@pytest.mark.sqlite_only
 def test_an_unreadable_database_gives_a_sentence_not_a_traceback(tmp_path: Path) -> None:
     """If the database file is not a database, the shell says what happened in one sentence."""
     (tmp_path / "intake.db").write_bytes(b"this is not a database" * 100)

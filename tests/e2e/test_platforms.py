@@ -102,7 +102,12 @@ async def start_platforms(
     keyring, _ = ensure_development_keyring(config.keys.dir, {})
     channels: dict[str, TelegramChannel | SignalChannel] = {
         "telegram": TelegramChannel(
-            TOKEN, base_url=telegram.base_url, poll_timeout=1, stop_timeout=0.5
+            # the one-message-a-second pacing per chat has its own tests; a fifth of it here
+            TOKEN,
+            base_url=telegram.base_url,
+            poll_timeout=1,
+            stop_timeout=0.5,
+            per_chat_interval=0.2,
         ),
         "signal": SignalChannel(
             signal.url, ACCOUNT, "poll", None, poll_interval=0.05, stop_grace=0.5
@@ -287,7 +292,6 @@ async def test_a_stored_intake_is_cleared_from_the_telegram_chat(
         chat = telegram.chat(TG_DEFENDER)
         for text in HIGH_THREAT[:-1]:
             telegram.user_says(TG_DEFENDER, text)
-        # Telegram allows about one message a second per chat: the questions take a while.
         await until(
             lambda: any("May we tell" in t for t in p.tg_texts(TG_DEFENDER)), "consents", 60
         )

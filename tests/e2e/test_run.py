@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from db.crypto import create_keyring
+from tests.databases import default_url
 from tests.fakes.signal_api import ACCOUNT, FakeSignalApi
 from tests.fakes.telegram_api import TOKEN, FakeBotApi
 
@@ -25,7 +26,7 @@ DEFENDER = 777000777  # writes on Telegram
 
 CONFIG = """
 [database]
-url = "sqlite+aiosqlite:///{dir}/intake.db"
+url = "{url}"
 
 [keys]
 dir = "{dir}/keys"
@@ -121,6 +122,7 @@ async def test_kill_9_mid_escalation_then_restart_pages_the_next_step_once(tmp_p
         config.write_text(
             CONFIG.format(
                 dir=tmp_path,
+                url=default_url(tmp_path),
                 token=TOKEN,
                 telegram=telegram.url,
                 signal=signal_api.url,
