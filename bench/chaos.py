@@ -21,6 +21,11 @@ Counting, from the fake's record of what each chat received and from the SQLite 
   repeats = pages whose first line ends in "(repeat)"; unexpected_duplicates = plain copies
   beyond the first, repeat copies beyond one, and pages for a REF that is no case.
 
+Canary: each defender's Telegram id and display name ("Canary<id>"), and the responders' ids,
+must never appear in the SQLite file, its WAL or shared-memory file, or the run log — checked
+after every kill (the WAL of a killed process is still there) and at the end
+(``canary_hits``: how many of those files held one of them).
+
 A message claimed for sending when the process dies stays "sending" until its lease (120 s in
 bot/outbox.py) runs out; the final run waits for that. ``fast_leases`` instead moves those
 leases into the past before the final restart, as if the process had been dead for 120 s.
@@ -259,6 +264,25 @@ def settled(telegram: FakeBotApi, defenders: list[int], db: Path) -> bool:
     return bool(busy) and busy[0][0] == 0
 
 
+def canary_hits(workdir: Path, needles: list[str]) -> int:
+    """How many (file, needle) pairs: a platform id or display name found in plain bytes in the
+    database, its WAL and shared-memory files or the run log."""
+    encoded = [needle.encode() for needle in needles]
+    hits = 0
+    for name in ("intake.db", "intake.db-wal", "intake.db-shm", "run.log"):
+        path = workdir / name
+        if path.exists():
+            data = path.read_bytes()
+            hits += sum(1 for needle in encoded if needle in data)
+    return hits
+
+
+def canaries(defenders: list[int]) -> list[str]:
+    """The strings no file may hold: every platform id and display name of the run."""
+    ids = [str(person) for person in (ALICE, BOB, OLGA, *defenders)]
+    return ids + [f"Canary{defender}" for defender in defenders]
+
+
 async def stop(process: asyncio.subprocess.Process) -> None:
     """SIGKILL ``process`` (if alive) and reap it."""
     if process.returncode is None:
@@ -283,6 +307,7 @@ async def run_chaos(
     log = workdir / "run.log"
     defenders: list[int] = []
     killed_before_ready = 0
+    leaks = 0
     async with FakeBotApi() as telegram:
         for chat_id in (ALICE, BOB, OLGA):
             telegram.chat(chat_id, "Responder")
@@ -297,7 +322,7 @@ async def run_chaos(
         def alert() -> None:
             defender = FIRST_DEFENDER + len(defenders)
             defenders.append(defender)
-            telegram.user_says(defender, "SOS")
+            telegram.user_says(defender, "SOS", first_name=f"Canary{defender}")
 
         for kill in range(kills):
             before = ready_count(log)
@@ -321,6 +346,7 @@ async def run_chaos(
                     raise RuntimeError(f"intake run exited with {process.returncode}; see {log}")
             finally:
                 await stop(process)
+            leaks += canary_hits(workdir, canaries(defenders))
             if progress and (kill + 1) % 10 == 0:
                 print(
                     f"  {kill + 1}/{kills} kills, {len(defenders)} alerts, "
@@ -349,6 +375,7 @@ async def run_chaos(
         finally:
             await stop(process)
         result = count(telegram, defenders, db)
+        leaks += canary_hits(workdir, canaries(defenders))
     output = log.read_text(errors="replace")
     return {
         "kills": kills,
@@ -358,6 +385,7 @@ async def run_chaos(
         "leases_expired_by_hand": reclaimed,
         "final_exit_code": exit_code,
         "tracebacks_in_log": output.count("Traceback"),
+        "canary_hits": leaks,
         "seconds": round(time.monotonic() - started, 1),
     }
 

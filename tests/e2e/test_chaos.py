@@ -1,6 +1,7 @@
 """Chaos, short: `intake run` killed with SIGKILL at random moments during a stream of SOS
 alerts and escalations (bench/chaos.py), then run until quiet; nothing may be lost and
-nothing paged twice except as a declared "(repeat)"."""
+nothing paged twice except as a declared "(repeat)"; no platform id or display name is ever
+in the database files or the log."""
 
 from __future__ import annotations
 
@@ -25,3 +26,4 @@ async def test_five_kills_lose_no_alert_and_no_page(tmp_path: Path) -> None:
     assert expected <= result["pages_sent"] <= expected + repeats, result
     assert result["final_exit_code"] == 0, result
     assert result["tracebacks_in_log"] == 0, result
+    assert result["canary_hits"] == 0, result  # no platform id or name in the files or log
