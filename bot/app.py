@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from bot.core.clock import Clock
 from bot.core.messages import Address, InboundMessage, Priority
 from bot.core.ports import Channel
 from bot.core.records import OutboxItem
+from bot.core.text import without_lone_surrogates
 from bot.outbox import LEASE, OutboxSender
 from bot.paging.directory import Directory, ResponderEntry
 from bot.paging.oncall import report as oncall_report
@@ -105,6 +106,28 @@ def operators_from(config: Config, active_channels: set[str]) -> Directory:
     return Directory(_entries(getattr(config, "operators", ())), active_channels)
 
 
+def _encodable(message: InboundMessage) -> InboundMessage:
+    """Return ``message`` with every text field encodable as UTF-8 (see
+    :func:`without_lone_surrogates`)."""
+
+    def fix(value: str | None) -> str | None:
+        return None if value is None else without_lone_surrogates(value)
+
+    def fixed(address: Address) -> Address:
+        return Address(address.channel, without_lone_surrogates(address.identity))
+
+    return replace(
+        message,
+        sender=fixed(message.sender),
+        text=without_lone_surrogates(message.text),
+        dedup_key=without_lone_surrogates(message.dedup_key),
+        aliases=tuple(fixed(alias) for alias in message.aliases),
+        platform_message_id=fix(message.platform_message_id),
+        button=fix(message.button),
+        language_hint=fix(message.language_hint),
+    )
+
+
 @dataclass
 class App:
     """A running defender-intake: inbox → router → services → outbox → channels.
@@ -134,8 +157,10 @@ class App:
         """Store ``message`` in the inbox, then process it; return False for a duplicate.
 
         Once this returns, the message and everything it caused are committed; a crash
-        between storing and processing is repaired by :meth:`recover`.
+        between storing and processing is repaired by :meth:`recover`. Lone surrogates (JSON
+        can carry them) are replaced first, so that no payload makes storing fail forever.
         """
+        message = _encodable(message)
         async with self.store.transaction() as tx:
             inbox_id = await tx.inbox_add(message, self.clock.now())
         if inbox_id is None:
@@ -150,9 +175,15 @@ class App:
             async with self.store.transaction() as tx:
                 responder = self.responder_of(message)
                 if responder is not None:
-                    await self.paging.command(
-                        tx, responder, message.sender, message.text, now, inbox_id
-                    )
+                    text = message.text
+                    if message.button is not None:
+                        # The bot sends responders no buttons: a press is forged or stale,
+                        # and the label it carries is never run as a command.
+                        log.warning(
+                            "auth.responder_button_refused channel=%s", message.sender.channel
+                        )
+                        text = ""
+                    await self.paging.command(tx, responder, message.sender, text, now, inbox_id)
                 else:
                     await self.conversations.handle(tx, inbox_id, message, now)
                 await tx.inbox_finish(inbox_id, now)

@@ -117,12 +117,15 @@ class Escalation(Base):
     next_due_at: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
+    # Partial on "has a timer" rather than on a state: every query for due steps compares
+    # next_due_at, which implies IS NOT NULL on both dialects (even with bound parameters), so
+    # the tick reads only what is due, however many cases are open (see migration 0004).
     __table_args__ = (
         Index(
             "ix_escalation_due",
             "next_due_at",
-            sqlite_where=text("state = 'active'"),
-            postgresql_where=text("state = 'active'"),
+            sqlite_where=text("next_due_at IS NOT NULL"),
+            postgresql_where=text("next_due_at IS NOT NULL"),
         ),
     )
 
@@ -153,6 +156,12 @@ class Inbox(Base):
             postgresql_where=text("state = 'pending'"),
         ),
     )
+
+
+# The rows the sender and the watchdog look at. Their queries repeat this predicate word for
+# word (see db.store), which lets SQLite and PostgreSQL (even in a generic plan) read only the
+# unfinished rows through ix_outbox_due instead of every message ever sent (migration 0004).
+OUTBOX_UNFINISHED = "state IN ('pending', 'claimed', 'sending')"
 
 
 class Outbox(Base):
@@ -201,8 +210,8 @@ class Outbox(Base):
             "ix_outbox_due",
             "priority",
             "next_attempt_at",
-            sqlite_where=text("state IN ('pending', 'sending')"),
-            postgresql_where=text("state IN ('pending', 'sending')"),
+            sqlite_where=text(OUTBOX_UNFINISHED),
+            postgresql_where=text(OUTBOX_UNFINISHED),
         ),
     )
 

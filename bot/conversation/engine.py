@@ -246,10 +246,12 @@ Effect = Reply | OpenCase | AddToCase | Retriage | ShowStatus | Scrub
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    """The new session and the effects, in the order they must happen."""
+    """The new session and the effects, in the order they must happen; ``refused`` names
+    why a pressed button was not taken as an answer (``stale_button``), for the log."""
 
     session: Session
     effects: tuple[Effect, ...]
+    refused: str | None = None
 
 
 def _compact(text: str) -> str:
@@ -326,16 +328,16 @@ def step(
         before.append(Reply(flows.text(session.language, "truncated", limit=message.truncated_to)))
     result = _dispatch(flows, session, message, before, now, quiet, timing)
     if expired_note:
-        result = StepResult(result.session, (*result.effects, *expired_note))
+        result = replace(result, effects=(*result.effects, *expired_note))
     chose = message.text.casefold().startswith("/lang") or (
         message.button is not None and message.button.startswith(LANGUAGE_BUTTON)
     )
     if message.first_contact and len(flows.catalog.languages) > 1 and not chose:
         offer = _language_offer(flows, result.session.language)
         if result.effects and isinstance(result.effects[0], OpenCase):
-            result = StepResult(result.session, (*result.effects, offer))
+            result = replace(result, effects=(*result.effects, offer))
         else:
-            result = StepResult(result.session, (offer, *result.effects))
+            result = replace(result, effects=(offer, *result.effects))
     return result
 
 
@@ -526,7 +528,7 @@ def _resume_answer(
         answer = parts[3] if len(parts) == 4 and parts[2] == session.nonce else ""
         if not answer:
             stale = Reply(flows.text(session.language, "stale_button"))
-            return _ask_resume(flows, session, [*before, stale])
+            return replace(_ask_resume(flows, session, [*before, stale]), refused="stale_button")
     if answer.startswith("/"):
         return _command(flows, replace(session, resuming=False), message, before)
     folded = answer.casefold()
@@ -568,7 +570,7 @@ def _button(
             return StepResult(session, (*before, *_reask(flows, session)))
         return _answer(flows, flow, session, current, str(number), before, now)
     stale = Reply(flows.text(session.language, "stale_button"))
-    return StepResult(session, (*before, stale, *_reask(flows, session)))
+    return StepResult(session, (*before, stale, *_reask(flows, session)), "stale_button")
 
 
 def _tick(

@@ -145,6 +145,10 @@ class ConversationService:
             language_hint=message.language_hint,
         )
         result = engine.step(self._flows, session, step_input, now, self._timing)
+        if result.refused is not None:
+            log.info(
+                "conversation.button_refused reason=%s channel=%s", result.refused, sender.channel
+            )
         session = result.session
         scrubbing = sender.channel in self._scrub_channels
         if scrubbing and message.platform_message_id is not None:

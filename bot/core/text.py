@@ -38,3 +38,16 @@ def clean_input(raw: str, max_chars: int) -> CleanText:
     if truncated:
         text = text[:max_chars].rstrip()
     return CleanText(text=text, truncated=truncated, stripped_controls=stripped)
+
+
+def without_lone_surrogates(text: str) -> str:
+    """Return ``text`` with every lone UTF-16 surrogate replaced by U+FFFD (a JSON payload
+    may carry one as ``\\ud800``; UTF-8, and so encryption and hashing, cannot encode it).
+
+    Guarantees the result encodes as UTF-8; a text without lone surrogates is returned as is.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text

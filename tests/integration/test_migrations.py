@@ -129,7 +129,7 @@ async def test_0002_adds_and_drops_the_draft_timer_keeping_every_row(
             await conn.execute(insert(Case).values(**case))
 
         assert await migrate.upgrade(engine) == ("0001", migrate.head_revision())
-        assert migrate.head_revision() == "0003"
+        assert migrate.head_revision() == "0004"
 
         def diff(connection: Connection) -> list[object]:
             return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
@@ -152,7 +152,7 @@ async def test_0002_adds_and_drops_the_draft_timer_keeping_every_row(
                 defender["id"]
             ]
 
-        assert await migrate.upgrade(engine) == ("0001", "0003")
+        assert await migrate.upgrade(engine) == ("0001", "0004")
         async with engine.connect() as conn:
             assert await conn.run_sync(_draft_schema) == (True, True)
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
