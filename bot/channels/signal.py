@@ -342,7 +342,8 @@ class SignalChannel:
         on_operator_alert: awaited (in the background, with a timeout) with a content-free
             alert name such as ``"signal.untrusted_identity"``.
         retry_base: first back-off delay (seconds) after an error; doubles per error.
-        retry_cap: longest back-off delay (seconds).
+        retry_cap: longest back-off delay (seconds); short, so that defenders are heard
+            within seconds of the server (or our database) coming back.
         heartbeat: websocket ping interval (seconds); the connection is dropped and re-made
             if a pong does not come within half of it.
         stop_grace: how long :meth:`stop` waits for the message in hand before giving up.
@@ -366,7 +367,7 @@ class SignalChannel:
         transport: httpx.AsyncBaseTransport | None = None,
         on_operator_alert: AlertCallback | None = None,
         retry_base: float = 0.5,
-        retry_cap: float = 15.0,
+        retry_cap: float = 5.0,
         heartbeat: float = 20.0,
         stop_grace: float = 30.0,
         receive_read_timeout: float | None = None,

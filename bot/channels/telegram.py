@@ -75,7 +75,10 @@ MAX_CALLBACK_DATA = 64  # Bot API: 1-64 bytes
 DELETE_CHUNK = 100  # deleteMessages takes 1-100 ids
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 BACKOFF_START = 0.5
-BACKOFF_MAX = 30.0
+# Short on purpose: defenders must be heard within seconds of Telegram (or our database)
+# coming back, and one getUpdates every 5 s against a server that is down costs nothing.
+BACKOFF_MAX = 5.0
+UNAUTHORIZED_PAUSE = 60.0  # a revoked token needs an operator, not a tight loop
 _IDLE_PAUSE = 1.0  # after an empty long poll that returned suspiciously fast
 # Service messages in a private chat that are nothing the person said to us.
 _SERVICE_FIELDS = ("message_auto_delete_timer_changed", "pinned_message", "write_access_allowed")
@@ -659,7 +662,7 @@ class TelegramChannel:
                 delay,
             )
         elif isinstance(exc, InvalidToken):
-            delay = BACKOFF_MAX
+            delay = UNAUTHORIZED_PAUSE
             log.error("telegram.poll_unauthorized retry_in=%.1f", delay)
         else:
             log.warning("telegram.poll_failed error=%s retry_in=%.1f", _error_name(exc), delay)
