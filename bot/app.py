@@ -39,7 +39,7 @@ from bot.paging.watchdog import OperatorAlerts, Problem, check
 from bot.safety.service import SafetyService
 from bot.triage.rules import RuleSet, load_rules
 from db import migrate
-from db.base import InstanceLock, create_engine, instance_lock
+from db.base import InstanceLock, create_engine, instance_lock, unavailable
 from db.crypto import KeyRing
 from db.store import Store
 
@@ -52,6 +52,8 @@ TICK_SECONDS = 1.0
 # alerts, retention) run at most this often; what is due is always read from the rows.
 SWEEP_EVERY = timedelta(seconds=60)
 WATCHDOG_OVERDUE_AFTER = timedelta(seconds=30)  # a due step later than this: the tick stalled
+DB_RETRY_START = 0.2  # seconds; while the database is unreachable, doubling up to...
+DB_RETRY_MAX = 2.0
 SORRY = (
     "Sorry — something went wrong on our side while reading your message. It was received. "
     "If you are in danger, send SOS."
@@ -128,6 +130,10 @@ def _encodable(message: InboundMessage) -> InboundMessage:
     )
 
 
+class _AlreadyProcessed(Exception):
+    """Raised to roll back a processing whose message another attempt already finished."""
+
+
 @dataclass
 class App:
     """A running defender-intake: inbox → router → services → outbox → channels.
@@ -170,39 +176,60 @@ class App:
         return True
 
     async def _process(self, inbox_id: str, message: InboundMessage) -> None:
-        now = self.clock.now()
-        try:
-            async with self.store.transaction() as tx:
-                responder = self.responder_of(message)
-                if responder is not None:
-                    text = message.text
-                    if message.button is not None:
-                        # The bot sends responders no buttons: a press is forged or stale,
-                        # and the label it carries is never run as a command.
-                        log.warning(
-                            "auth.responder_button_refused channel=%s", message.sender.channel
-                        )
-                        text = ""
-                    await self.paging.command(tx, responder, message.sender, text, now, inbox_id)
-                else:
-                    await self.conversations.handle(tx, inbox_id, message, now)
-                await tx.inbox_finish(inbox_id, now)
-        except Exception:
-            log.exception("inbox.process_failed id=%s", inbox_id)
-            async with self.store.transaction() as tx:
-                await tx.inbox_finish(inbox_id, now, failed=True)
-                await tx.log("inbox.process_failed", now, detail=inbox_id)
-                await tx.outbox_add(
-                    OutboxItem(
-                        idempotency_key=f"sorry:{inbox_id}",
-                        kind="reply",
-                        priority=Priority.URGENT,
-                        recipient=message.sender,
-                        text=SORRY,
-                    ),
-                    now,
-                )
+        """Process a stored message once. While the database is unreachable, wait and try
+        again (the message stays in hand); any other failure marks it failed and tells the
+        sender sorry."""
+        delay = DB_RETRY_START
+        while True:
+            now = self.clock.now()
+            try:
+                await self._process_once(inbox_id, message, now)
+            except _AlreadyProcessed:
+                log.info("inbox.already_processed id=%s", inbox_id)
+                return
+            except Exception as exc:
+                if not unavailable(exc):
+                    await self._process_failed(inbox_id, message, now)
+                    break
+                log.warning("inbox.db_unavailable id=%s retry_in=%.1f", inbox_id, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX)
+                continue
+            break
         self.wake()
+
+    async def _process_once(self, inbox_id: str, message: InboundMessage, now: datetime) -> None:
+        async with self.store.transaction() as tx:
+            responder = self.responder_of(message)
+            if responder is not None:
+                text = message.text
+                if message.button is not None:
+                    # The bot sends responders no buttons: a press is forged or stale,
+                    # and the label it carries is never run as a command.
+                    log.warning("auth.responder_button_refused channel=%s", message.sender.channel)
+                    text = ""
+                await self.paging.command(tx, responder, message.sender, text, now, inbox_id)
+            else:
+                await self.conversations.handle(tx, inbox_id, message, now)
+            if not await tx.inbox_finish(inbox_id, now):
+                raise _AlreadyProcessed  # e.g. its commit was cut off: undo this repetition
+
+    async def _process_failed(self, inbox_id: str, message: InboundMessage, now: datetime) -> None:
+        log.exception("inbox.process_failed id=%s", inbox_id)
+        async with self.store.transaction() as tx:
+            if not await tx.inbox_finish(inbox_id, now, failed=True):
+                return
+            await tx.log("inbox.process_failed", now, detail=inbox_id)
+            await tx.outbox_add(
+                OutboxItem(
+                    idempotency_key=f"sorry:{inbox_id}",
+                    kind="reply",
+                    priority=Priority.URGENT,
+                    recipient=message.sender,
+                    text=SORRY,
+                ),
+                now,
+            )
 
     def responder_of(self, message: InboundMessage) -> str | None:
         """Return the responder who wrote ``message``, recognised only by the addresses in the
@@ -452,7 +479,9 @@ async def open_app(
         safety=safety,
         deleting_channels={"telegram"},
     )
-    sender = OutboxSender(store, channels, clock, lease=sender_lease or LEASE)
+    sender = OutboxSender(
+        store, channels, clock, lease=sender_lease or LEASE, unavailable=unavailable
+    )
     return App(
         config=config,
         engine=engine,

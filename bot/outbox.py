@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
+from typing import TypeVar
 
 from bot.core.clock import Clock
 from bot.core.messages import (
@@ -34,6 +35,13 @@ log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=120)
 MAX_BACKOFF = timedelta(minutes=5)
+WRITE_RETRY_START = 0.2  # seconds; while the database is unreachable, doubling up to...
+WRITE_RETRY_MAX = 2.0
+T = TypeVar("T")
+
+
+def _never(exc: BaseException) -> bool:
+    return False
 
 
 def backoff(attempts: int) -> timedelta:
@@ -80,12 +88,14 @@ class OutboxSender:
         clock: Clock,
         lease: timedelta = LEASE,
         batch: int = 20,
+        unavailable: Callable[[BaseException], bool] = _never,
     ) -> None:
         self._store = store
         self._channels = dict(channels)
         self._clock = clock
         self._lease = lease
         self._batch = batch
+        self._unavailable = unavailable  # tells "the database is unreachable" from other errors
 
     @property
     def channel_names(self) -> list[str]:
@@ -147,8 +157,11 @@ class OutboxSender:
         every outbox row it carries. Only the rows marked ``sending`` right before the call
         can be left with an unknown outcome by a crash; the rest of a claimed batch is simply
         claimed again."""
-        async with self._store.transaction() as tx:
-            ours = await tx.outbox_attempting([(m.id, m.token) for m in group], self._clock.now())
+
+        async def attempting(tx: Transaction) -> set[str]:
+            return await tx.outbox_attempting([(m.id, m.token) for m in group], self._clock.now())
+
+        ours = await self._write(attempting)
         group = [m for m in group if m.id in ours]
         if not group:
             return 0
@@ -174,47 +187,70 @@ class OutboxSender:
         try:
             delivered = await channel.send(outbound)
         except DeliveryRetry as exc:
-            async with self._store.transaction() as tx:
+            error, retry_after = type(exc).__name__, exc.retry_after
+
+            async def retry(tx: Transaction) -> None:
                 for row in group:
-                    wait = (
-                        timedelta(seconds=exc.retry_after)
-                        if exc.retry_after
-                        else backoff(row.attempts)
-                    )
-                    await tx.outbox_retry(
-                        row.id, row.token, self._clock.now() + wait, type(exc).__name__
-                    )
+                    wait = timedelta(seconds=retry_after) if retry_after else backoff(row.attempts)
+                    await tx.outbox_retry(row.id, row.token, self._clock.now() + wait, error)
+
+            await self._write(retry)
             log.warning("outbox.retry id=%s rows=%s", message.id, len(group))
             return 0
         except DeliveryUnknown as exc:
-            async with self._store.transaction() as tx:
+            error = type(exc).__name__
+
+            async def unknown(tx: Transaction) -> None:
                 for row in group:
                     state = await tx.outbox_retry(
-                        row.id, row.token, self._clock.now(), type(exc).__name__, ambiguous=True
+                        row.id, row.token, self._clock.now(), error, ambiguous=True
                     )
                     if state == "failed":
                         await self._page_failed(tx, row)
+
+            await self._write(unknown)
             log.warning("outbox.unknown_outcome id=%s rows=%s", message.id, len(group))
             return 0
         except DeliveryRefused as exc:
-            async with self._store.transaction() as tx:
+            error = type(exc).__name__
+
+            async def refused(tx: Transaction) -> None:
                 for row in group:
-                    released = await tx.outbox_failed(
-                        row.id, row.token, type(exc).__name__, self._clock.now()
-                    )
+                    released = await tx.outbox_failed(row.id, row.token, error, self._clock.now())
                     if released == 0:  # no other address of this responder takes over
                         await self._page_failed(tx, row)
+
+            await self._write(refused)
             log.error("outbox.refused id=%s kind=%s rows=%s", message.id, message.kind, len(group))
             return 0
         except Exception:  # a channel bug must not kill the sender; the lease will expire
             log.exception("outbox.channel_error id=%s channel=%s", message.id, channel.name)
             return 0
         ids = delivered.message_ids if delivered is not None else ()
-        async with self._store.transaction() as tx:
+
+        async def sent(tx: Transaction) -> None:
             for row in group:
                 if not await tx.outbox_sent(row.id, row.token, self._clock.now(), ids):
                     log.warning("outbox.claim_lost id=%s (a repeat may follow)", row.id)
+
+        await self._write(sent)
         return len(group)
+
+    async def _write(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+        """Run ``work`` in a transaction; while the database is unreachable, wait and run it
+        again. A claim in hand (and the outcome of its platform call) is recorded once the
+        database is back, instead of its row waiting out the lease to go out as a repeat."""
+        delay = WRITE_RETRY_START
+        while True:
+            try:
+                async with self._store.transaction() as tx:
+                    return await work(tx)
+            except Exception as exc:
+                if not self._unavailable(exc):
+                    raise
+            log.warning("outbox.db_unavailable retry_in=%.1f", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WRITE_RETRY_MAX)
 
     async def _page_failed(self, tx: Transaction, message: ClaimedMessage) -> None:
         """A page that will never arrive: move its case's escalation on at once."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -88,6 +89,25 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_pre_ping=True)
+
+
+# SQLSTATEs of a server that is gone or not there yet: connection exceptions (class 08),
+# admin_shutdown, crash_shutdown, cannot_connect_now.
+_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Return True when ``exc`` means the database could not be reached or the connection to
+    it broke (server stopped, restarting or still starting; network): the same work may
+    succeed on a new connection later. False for everything else (a bug, a constraint)."""
+    if isinstance(exc, OSError):  # connection refused or reset, timeouts
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig if isinstance(exc.orig, BaseException) else exc
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(_UNAVAILABLE_STATES)
 
 
 @dataclass

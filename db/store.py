@@ -184,11 +184,13 @@ class Transaction:
             result.append((row.id, message))
         return result
 
-    async def inbox_finish(self, inbox_id: str, now: datetime, *, failed: bool = False) -> None:
-        """Mark a message processed (or failed) and destroy its content and key."""
-        await self._s.execute(
+    async def inbox_finish(self, inbox_id: str, now: datetime, *, failed: bool = False) -> bool:
+        """Mark a pending message processed (or failed) and destroy its content and key; return
+        False, changing nothing, when it is no longer pending (another attempt finished it: the
+        caller rolls back, so a message is processed once even if processing is repeated)."""
+        result = await self._s.execute(
             update(Inbox)
-            .where(Inbox.id == inbox_id)
+            .where(Inbox.id == inbox_id, Inbox.state == "pending")
             .values(
                 state="failed" if failed else "done",
                 wrapped_key=None,
@@ -196,20 +198,23 @@ class Transaction:
                 processed_at=to_millis(now),
             )
         )
+        return bool(getattr(result, "rowcount", 0))
 
     # -- defenders -----------------------------------------------------------------------
 
     async def defender_for(self, address: Address, now: datetime) -> DefenderView:
         """Return the defender behind ``address``, creating the record on first contact.
 
-        The defender's row stays locked until the transaction ends (PostgreSQL ``FOR UPDATE``;
-        SQLite's write lock), so two messages from one person are processed one after the
-        other, never interleaved — even on several instances.
+        The defender's row stays locked until the transaction ends (PostgreSQL ``FOR NO KEY
+        UPDATE``; SQLite's write lock), so two messages from one person are processed one
+        after the other, never interleaved — even on several instances. The lock leaves the
+        row's key alone, so rows referring to the defender (an outbox row marked sent, a new
+        message queued to them) are written meanwhile without waiting for this transaction.
         """
         identity_hash = self._keys.pseudonym("address", f"{address.channel}\x00{address.identity}")
         query = select(Defender).where(Defender.identity_hash == identity_hash)
         if self._dialect == "postgresql":
-            query = query.with_for_update()
+            query = query.with_for_update(key_share=True)
         row = (await self._s.execute(query)).scalar_one_or_none()
         if row is None:
             row_id = new_id()
@@ -1069,11 +1074,13 @@ class Transaction:
     async def outbox_attempting(self, claims: Sequence[tuple[str, str]], now: datetime) -> set[str]:
         """Mark claimed rows (id, token) ``sending``: their platform call starts now, so a
         crash from here on leaves their outcome unknown. Returns the ids still held by these
-        claims (a row whose lease ran out may belong to another sender by now)."""
+        claims (a row whose lease ran out may belong to another sender by now); a row already
+        ``sending`` under the same claim counts (this call is repeated when the database
+        connection broke while it committed)."""
         ours: set[str] = set()
         for message_id, token in claims:
             row = await self._s.get(Outbox, message_id)
-            if row is None or row.state != "claimed" or row.claim_token != token:
+            if row is None or row.state not in ("claimed", "sending") or row.claim_token != token:
                 continue
             row.state = "sending"
             ours.add(message_id)
@@ -1103,9 +1110,11 @@ class Transaction:
         row = await self._claimed(message_id, token)
         if row is None:
             return False
+        # Before changing the row: the query in here would flush the change as a first UPDATE,
+        # and PostgreSQL re-checks the foreign keys of a row updated twice in a transaction.
+        await self._cancel_fallbacks(row)
         if row.defender_id is not None and provider_ids and row.kind != "scrub":
             row.provider_ids = ",".join(provider_ids)[:400]
-        await self._cancel_fallbacks(row)
         row.state = "sent"
         row.sent_at = to_millis(now)
         row.lease_until = None

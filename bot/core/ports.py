@@ -46,8 +46,9 @@ class Transaction(Protocol):
         """Return unprocessed inbox messages, oldest first."""
         ...
 
-    async def inbox_finish(self, inbox_id: str, now: datetime, *, failed: bool = False) -> None:
-        """Mark a message processed (or failed) and destroy its content and key."""
+    async def inbox_finish(self, inbox_id: str, now: datetime, *, failed: bool = False) -> bool:
+        """Mark a pending message processed (or failed) and destroy its content and key; return
+        False, changing nothing, when it is no longer pending (another attempt finished it)."""
         ...
 
     async def defender_for(self, address: Address, now: datetime) -> DefenderView:
