@@ -903,14 +903,26 @@ class Transaction:
         )
 
     async def watchdog_snapshot(self, now: datetime, stuck_after: timedelta) -> Snapshot:
-        """Open cases with their escalation state, and how many outbox rows are stuck: due
-        more than ``stuck_after`` ago but not sent, or left sending past their lease."""
+        """The open, untaken cases that may have a problem at ``now`` (no ladder, a ladder
+        not climbing, or one due already), with their escalation state, and how many outbox
+        rows are stuck: due more than ``stuck_after`` ago but not sent, or left sending past
+        their lease. The case filter is a superset of what :func:`watchdog.check` flags, so
+        the check stays the judge; it keeps the cases paged on time (nearly all of them) out
+        of Python, so the watchdog's cost does not grow with the number of open cases."""
         rows = await self._s.execute(
             select(
                 Case.id, Case.ref, Case.tier, Case.status, Escalation.state, Escalation.next_due_at
             )
             .outerjoin(Escalation, Escalation.case_id == Case.id)
-            .where(Case.status != "resolved")
+            .where(
+                Case.status.not_in(("resolved", "taken")),
+                or_(
+                    Escalation.case_id.is_(None),
+                    Escalation.state.not_in(("active", "queued")),
+                    Escalation.next_due_at.is_(None),
+                    Escalation.next_due_at < to_millis(now),
+                ),
+            )
         )
         cases = [
             OpenCaseState(

@@ -275,6 +275,37 @@ async def test_the_watchdog_pages_the_operator_once_an_hour_about_an_exhausted_c
         await h.stop()
 
 
+async def test_the_watchdog_flags_only_the_case_whose_page_is_overdue(
+    tmp_path: Path, pg_database: str | None
+) -> None:
+    """With the tick stopped, a case whose next step is due more than 30 s ago is flagged;
+    a case due later and a taken one are not (the store hands the check only candidates;
+    this proves the filter keeps the right ones)."""
+    h = await Harness.create(tmp_path, WITH_OPERATOR, pg_database)
+    try:
+        assert h.app is not None
+
+        async def alert(who: str) -> str:
+            await h.say("SOS", who)
+            h.inbox.pop(who)
+            return h.expect_page("alice")
+
+        late = await alert("d1")  # next step due in 2 min
+        taken = await alert("d2")
+        await h.say(f"ack {taken}", "alice")
+        h.inbox.clear()
+        h.clock.advance(timedelta(minutes=1))
+        on_time = await alert("d3")  # due 1 min after the first
+        h.clock.advance(timedelta(minutes=1, seconds=31))  # the tick does not run
+        assert await h.app.watchdog() == 1
+        await h.collect()
+        h.expect("olga", rf"Case {late}: its next page is overdue")
+        assert on_time != late
+        h.inbox.clear()
+    finally:
+        await h.stop()
+
+
 async def high_case(h: Harness, who: str) -> None:
     """``who`` reports a threat in the last 24 hours: a HIGH case, paged to bob first."""
     for answer in ("/start", "3", "2", "skip", "0", "yes"):
