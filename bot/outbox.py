@@ -5,7 +5,9 @@ no transaction is ever held open across network I/O. Outcomes (DESIGN.md, durabi
 
 - delivered → ``sent``;
 - certainly not delivered (:class:`DeliveryRetry`) → ``pending`` again, after the platform's
-  ``retry_after`` or an exponential back-off;
+  ``retry_after`` or an exponential back-off; with a ``retry_after``, the other messages to the
+  same responder on that channel are not claimed either until then (a backlog of pages to
+  one rate-limited chat is not claimed and put back once per message every second);
 - refused for good (:class:`DeliveryRefused`) → ``failed``; a failed page makes its case's
   escalation move to the next step at once;
 - unknown (:class:`DeliveryUnknown`, or a crash while ``sending``) → sent once more, marked as
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from bot.core.clock import Clock
@@ -96,6 +98,8 @@ class OutboxSender:
         self._lease = lease
         self._batch = batch
         self._unavailable = unavailable  # tells "the database is unreachable" from other errors
+        # channel -> responder -> until when the platform asked us to wait for their chat
+        self._held: dict[str, dict[str, datetime]] = {}
 
     @property
     def channel_names(self) -> list[str]:
@@ -120,7 +124,7 @@ class OutboxSender:
 
         Each channel has its own queue, served side by side: a platform that is slow, down or
         rate-limiting never holds up another. Within a channel, messages go out batch by
-        batch in claim order (most urgent first).
+        batch in claim order (most urgent first, pages first within a priority).
         """
         delivered = 0
         while True:  # again while a round did something: a failure may release a fallback
@@ -138,13 +142,23 @@ class OutboxSender:
         """Claim and send batch after batch on one channel; return (claimed, delivered)."""
         claimed_total = delivered = 0
         while name in self._channels:
+            now = self._clock.now()
             async with self._store.transaction() as tx:
-                claimed = await tx.outbox_claim([name], self._clock.now(), self._lease, self._batch)
+                claimed = await tx.outbox_claim(
+                    [name], now, self._lease, self._batch, self._held_responders(name, now)
+                )
             if not claimed:
                 break
             claimed_total += len(claimed)
             delivered += await self._deliver_all(claimed)
         return claimed_total, delivered
+
+    def _held_responders(self, channel: str, now: datetime) -> set[str]:
+        """The responders whose chat on ``channel`` the platform is rate-limiting now."""
+        held = self._held.get(channel, {})
+        for responder in [r for r, until in held.items() if until <= now]:
+            del held[responder]
+        return set(held)
 
     async def _deliver_all(self, messages: list[ClaimedMessage]) -> int:
         delivered = 0
@@ -187,11 +201,19 @@ class OutboxSender:
         try:
             delivered = await channel.send(outbound)
         except DeliveryRetry as exc:
+            if exc.retry_after and message.responder is not None:
+                until = self._clock.now() + timedelta(seconds=exc.retry_after)
+                self._held.setdefault(message.recipient.channel, {})[message.responder] = until
             error, retry_after = type(exc).__name__, exc.retry_after
 
             async def retry(tx: Transaction) -> None:
                 for row in group:
-                    wait = timedelta(seconds=retry_after) if retry_after else backoff(row.attempts)
+                    # 0 is "now" (a local limiter rounding a tiny wait), not "no advice".
+                    wait = (
+                        timedelta(seconds=retry_after)
+                        if retry_after is not None
+                        else backoff(row.attempts)
+                    )
                     await tx.outbox_retry(row.id, row.token, self._clock.now() + wait, error)
 
             await self._write(retry)

@@ -109,6 +109,9 @@ async def run_service(
             await channel.start(app.receive)
             started.append(channel)
             log.info("run.channel_started channel=%s", name)
+        # What recovery and the first tick queued (e.g. steps that came due while no process
+        # ran) goes out now, not at the senders' first one-second wake-up.
+        app.wake()
         log.info("run.ready channels=%s", ",".join(channels))
         await stop.wait()
         log.info("run.stopping")

@@ -17,12 +17,13 @@ the database write lock from its first statement (``BEGIN IMMEDIATE``).
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import case as sql_case
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -960,9 +961,19 @@ class Transaction:
         return int(result.scalar_one())
 
     async def outbox_claim(
-        self, channels: Sequence[str], now: datetime, lease: timedelta, limit: int = 20
+        self,
+        channels: Sequence[str],
+        now: datetime,
+        lease: timedelta,
+        limit: int = 20,
+        skip_responders: Collection[str] = (),
     ) -> list[ClaimedMessage]:
         """Claim up to ``limit`` due messages, most urgent first, under a lease.
+
+        Order: priority (highest first); within a priority, pages before everything else (so
+        a critical page goes before the replies, relays and notices of the same priority);
+        then oldest first. Rows for a responder in ``skip_responders`` (whose chat the
+        platform is rate-limiting right now) are left for a later claim.
 
         Claimed rows are ``claimed``: nothing has been tried yet. The sender marks each one
         ``sending`` (:meth:`outbox_attempting`) just before handing it to the platform. A row
@@ -971,10 +982,20 @@ class Transaction:
         process died: its outcome is unknown, so it is claimed once more as a repeat; a row
         whose repeat's outcome is unknown too is marked failed, never sent a third time.
         """
+        due = self._due(channels, now)
+        if skip_responders:
+            due = and_(
+                due,
+                or_(Outbox.responder.is_(None), Outbox.responder.not_in(list(skip_responders))),
+            )
         query = (
             select(Outbox)
-            .where(self._due(channels, now))
-            .order_by(Outbox.priority.desc(), Outbox.id)
+            .where(due)
+            .order_by(
+                Outbox.priority.desc(),
+                sql_case((Outbox.kind == "page", 0), else_=1),
+                Outbox.id,
+            )
             .limit(limit)
         )
         if self._dialect == "postgresql":

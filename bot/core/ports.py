@@ -3,7 +3,7 @@ the services depend only on these, and tests may substitute their own."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -292,9 +292,17 @@ class Transaction(Protocol):
         ...
 
     async def outbox_claim(
-        self, channels: Sequence[str], now: datetime, lease: timedelta, limit: int = 20
+        self,
+        channels: Sequence[str],
+        now: datetime,
+        lease: timedelta,
+        limit: int = 20,
+        skip_responders: Collection[str] = (),
     ) -> list[ClaimedMessage]:
         """Claim up to ``limit`` due messages, most urgent first, under a lease.
+
+        Order: priority (highest first); within a priority, pages first; then oldest first.
+        Rows for a responder in ``skip_responders`` (rate-limited right now) are left.
 
         A row found in ``sending`` past its lease was being sent when a process died: its
         outcome is unknown, so it is claimed once more as a repeat; a row whose repeat's

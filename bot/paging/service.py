@@ -464,6 +464,9 @@ class PagingService:
                     priority=priority,
                     recipient=address,
                     text=message,
+                    # Named, so that it waits with the pages while their chat is rate-limited
+                    # (bot.outbox) instead of taking the slot a page is waiting for.
+                    responder=responder if address == sender else None,
                 ),
                 now,
             )

@@ -156,6 +156,8 @@ async def test_telegram_sos_paged_and_acked_on_signal(
             lambda: any("A responder has your case" in t for t in p.tg_texts(TG_DEFENDER)),
             "the defender hearing it is taken",
         )
+        # Each channel has its own sender: alice's answer on Signal may come a moment later.
+        await until(lambda: p.signal_texts(ALICE_UUID), "alice's case details")
         assert p.signal_texts(ALICE_UUID)[0].startswith(f"You have case {ref}")
     finally:
         await stop_platforms(p)

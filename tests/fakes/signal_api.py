@@ -359,6 +359,7 @@ class FakeSignalApi:
         self.queue: deque[dict[str, Any]] = deque()  # normal/native: waiting at "Signal"
         self.lost: list[dict[str, Any]] = []  # json-rpc: arrived with no socket attached
         self.sent: list[dict[str, Any]] = []  # send bodies Signal accepted, + "timestamp"
+        self.sent_at: list[float] = []  # time.time() of each accepted send (benchmarks)
         self.send_requests: list[Any] = []  # every /v2/send body as parsed
         self.contact_updates: list[dict[str, Any]] = []  # {"number": ..., **body}
         self.receive_requests: list[dict[str, str]] = []  # query of every plain GET receive
@@ -743,6 +744,7 @@ class FakeSignalApi:
         """Record ``body`` as sent and answer 201 in the configured shape."""
         ts = self._next_ts()
         self.sent.append({**body, "timestamp": ts})
+        self.sent_at.append(time.time())
         entry = {"timestamp": str(ts)}
         return _json(201, [entry] if self.send_shape == "array" else entry)
 

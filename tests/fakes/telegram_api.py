@@ -23,6 +23,12 @@ Test helpers: :meth:`FakeBotApi.user_says`, :meth:`FakeBotApi.user_presses` and 
 updates; :attr:`FakeBotApi.chats` records what each chat saw; :meth:`FakeBotApi.fail_next`
 injects faults; :meth:`FakeBotApi.restart` drops every connection and comes back on the same
 port; :meth:`FakeBotApi.deliver` POSTs an update to a webhook the way Telegram does.
+
+Flood control is opt-in (``FakeBotApi(rate_limit=True)``): sendMessage then enforces the
+limits of research §4.2 — at most one message per second to a chat and 30 per second overall —
+answering 429 "Too Many Requests: retry after N" with ``parameters.retry_after`` and a
+``Retry-After`` header (N whole seconds, at least 1, as the real server sends). The default
+(off) accepts everything, as before.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import re
 import time
 from collections import deque
@@ -47,6 +54,8 @@ BOT_ID = 7000000001
 BOT_USERNAME = "intake_desk_bot"
 FIRST_UPDATE_ID = 815240001
 LONG_POLL_MAX = 50
+FLOOD_PER_CHAT_INTERVAL = 1.0  # seconds between two messages to one chat (research §4.2)
+FLOOD_OVERALL_RATE = 30  # messages per second overall
 MAX_TEXT = 4096
 MAX_CALLBACK_DATA = 64
 DELETE_WINDOW = 48 * 3600
@@ -172,6 +181,7 @@ class Sent:
     protect_content: bool
     disable_notification: bool
     date: int
+    accepted_at: float = 0.0  # time.time() when the fake accepted it (benchmarks order by it)
 
 
 @dataclass
@@ -233,11 +243,33 @@ class FakeBotApi:
     Args:
         token: the one token this fake accepts.
         port: 0 picks a free port (kept across :meth:`restart`).
+        rate_limit: enforce Telegram's flood limits on sendMessage (module docstring);
+            :attr:`rate_limited` counts the 429s answered.
+        per_chat_interval: with ``rate_limit``, seconds between two messages to one chat.
+        overall_rate: with ``rate_limit``, messages per second overall.
+        rate_slack: with ``rate_limit``, seconds of tolerance on both windows (a client's
+            own limiter measures from when it sent, the server from when a request arrived).
     """
 
-    def __init__(self, token: str = TOKEN, *, port: int = 0) -> None:
+    def __init__(
+        self,
+        token: str = TOKEN,
+        *,
+        port: int = 0,
+        rate_limit: bool = False,
+        per_chat_interval: float = FLOOD_PER_CHAT_INTERVAL,
+        overall_rate: int = FLOOD_OVERALL_RATE,
+        rate_slack: float = 0.05,
+    ) -> None:
         self.token = token
         self.port = port
+        self.rate_limit = rate_limit
+        self.per_chat_interval = per_chat_interval
+        self.overall_rate = overall_rate
+        self.rate_slack = rate_slack
+        self.rate_limited = 0
+        self._last_sent: dict[int, float] = {}  # chat id -> monotonic time of the last accept
+        self._recent_sent: deque[float] = deque()  # monotonic times of accepts in the last second
         self.chats: dict[int, Chat] = {}
         self.calls: list[Call] = []
         self.webhook_url = ""
@@ -731,8 +763,11 @@ class FakeBotApi:
                         raise ApiError(400, "BUTTON_DATA_INVALID")
                     if not button.get("text"):
                         raise ApiError(400, "text buttons are unallowed in the inline keyboard")
+        if self.rate_limit:
+            self._flood_control(chat.chat_id)
         protect = bool(params.get("protect_content", False))
-        now = int(time.time())
+        accepted_at = time.time()
+        now = int(accepted_at)
         message_id = chat.new_message_id()
         chat.sent.append(
             Sent(
@@ -742,6 +777,7 @@ class FakeBotApi:
                 protect_content=protect,
                 disable_notification=bool(params.get("disable_notification", False)),
                 date=now,
+                accepted_at=accepted_at,
             )
         )
         chat.visible[message_id] = ("bot", text, now)
@@ -757,6 +793,26 @@ class FakeBotApi:
         if markup is not None:
             result["reply_markup"] = markup
         return result
+
+    def _flood_control(self, chat_id: int) -> None:
+        """Take a slot for one message to ``chat_id`` or raise the 429 the real server
+        answers (retry_after: whole seconds until the slot is free, at least 1)."""
+        now = time.monotonic()
+        window = 1.0 - self.rate_slack
+        while self._recent_sent and self._recent_sent[0] <= now - window:
+            self._recent_sent.popleft()
+        wait = 0.0
+        last = self._last_sent.get(chat_id)
+        if last is not None and now - last < self.per_chat_interval - self.rate_slack:
+            wait = last + self.per_chat_interval - now
+        if len(self._recent_sent) >= self.overall_rate:
+            wait = max(wait, self._recent_sent[0] + 1.0 - now)
+        if wait > 0:
+            self.rate_limited += 1
+            retry_after = max(1, math.ceil(wait))
+            raise ApiError(429, f"retry after {retry_after}", retry_after=retry_after)
+        self._last_sent[chat_id] = now
+        self._recent_sent.append(now)
 
     def _deletable(self, chat: Chat, message_id: int) -> bool | None:
         """True: deletable; False: too old; None: not found."""

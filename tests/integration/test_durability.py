@@ -151,6 +151,86 @@ async def test_a_claimed_batch_killed_before_sending_is_sent_plainly(harness: Ha
     harness.expect_nothing()
 
 
+async def test_a_critical_page_goes_before_replies_queued_ahead_of_it(harness: Harness) -> None:
+    """Under a backlog (e.g. a rate limit), a critical page is handed to the platform before
+    replies of the same priority that were queued earlier: the outbox serves pages first
+    within a priority (found by bench/bench_storm.py: a responder's reply took the chat's one
+    slot per second while critical pages waited)."""
+    assert harness.app is not None
+    order: list[tuple[str, str]] = []
+
+    def record(message: OutboundMessage) -> None:
+        order.append((message.recipient.identity, message.kind))
+
+    harness.channel.fail_with = record
+    # Queued but not sent yet, oldest first: two responders' commands, then an SOS.
+    await harness.app.receive(harness.message("cases", who="bob"))
+    await harness.app.receive(harness.message("help", who="carol"))
+    await harness.app.receive(harness.message("SOS"))
+    await harness.collect()
+    assert order[0] == ("alice", "page")
+    assert sorted(order[1:]) == [
+        ("bob", "reply"),
+        ("carol", "reply"),
+        ("defender", "reply"),
+        ("defender", "reply"),
+    ]
+    harness.expect_page("alice")
+    harness.expect("bob", "No open cases|open case")
+    harness.expect("carol", "ack REF")
+    harness.expect("defender", "Help is being alerted")
+    harness.expect("defender", "what is happening")
+
+
+async def test_a_rate_limited_chat_is_not_claimed_again_before_its_wait(harness: Harness) -> None:
+    """When the platform asks to wait before writing to a responder again, their other queued
+    messages are left alone until then, not claimed and put back one by one (found by
+    bench/bench_storm.py: a backlog of pages to one chat was claimed once per page per
+    second); when the wait is over they all go out."""
+    assert harness.app is not None
+    calls: list[str] = []
+
+    def busy(message: OutboundMessage) -> Exception | None:
+        if message.recipient.identity != "alice":
+            return None
+        calls.append(message.text.split("\n")[0])
+        return DeliveryRetry("429", retry_after=30)
+
+    harness.channel.fail_with = busy
+    for defender in ("d1", "d2", "d3"):
+        await harness.say("SOS", who=defender)
+        harness.expect(defender, "Help is being alerted")
+        harness.expect(defender, "what is happening")
+    assert len(calls) == 1  # the first page only: the other two were not claimed
+    pages = [r for r in await outbox_rows(harness) if r.responder == "alice"]
+    assert [(r.state, r.attempts) for r in pages] == [
+        ("pending", 1),
+        ("pending", 0),
+        ("pending", 0),
+    ]
+    harness.channel.fail_with = None
+    await harness.advance(timedelta(seconds=30))
+    refs = {harness.expect_page("alice") for _ in range(3)}
+    assert len(refs) == 3
+
+
+async def test_a_zero_retry_after_means_now_not_the_exponential_backoff(harness: Harness) -> None:
+    """A retry_after of 0 (a local limiter rounding a wait of a few microseconds) retries at
+    once; it is not taken for "no advice", which would wait 2 s, 4 s ... 64 s (found by
+    bench/bench_storm.py: a critical page sat 64 s while its chat was free)."""
+    refusals = [DeliveryRetry("rate limit", retry_after=0.0)]
+
+    def once(message: OutboundMessage) -> Exception | None:
+        return refusals.pop() if refusals and message.recipient.identity == "alice" else None
+
+    harness.channel.fail_with = once
+    await harness.say("SOS")
+    assert not refusals
+    harness.expect_page("alice")
+    harness.expect("defender", "Help is being alerted")
+    harness.expect("defender", "what is happening")
+
+
 async def test_ack_cancels_pages_not_yet_sent(harness: Harness) -> None:
     """Pages still queued when the case is taken are cancelled, and their content destroyed."""
     harness.channel.fail_with = lambda m: (

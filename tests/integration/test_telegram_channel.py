@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.channels.telegram import TelegramChannel
@@ -573,6 +574,44 @@ async def test_a_flood_storm_passes_on_the_servers_retry_after(
         assert caught.value.retry_after == 7
     await channel.send(to(USER, TEXT))
     assert fake.chat(USER).sent_texts() == [TEXT]
+
+
+async def test_the_fakes_opt_in_flood_control_answers_429_as_telegram_does(
+    fake: FakeBotApi, make: Callable[..., TelegramChannel]
+) -> None:
+    """With the fake's flood control on (and the channel's own limiter off), a message to a
+    chat inside its interval, or one beyond the overall rate, gets Telegram's 429 with
+    ``parameters.retry_after`` (whole seconds) and a Retry-After header; the channel passes
+    the wait on as DeliveryRetry, and nothing refused reaches a chat."""
+    fake.rate_limit, fake.per_chat_interval, fake.overall_rate = True, 3600.0, 2
+    for chat in (USER, OTHER, 3):
+        fake.chat(chat)
+    channel = make(per_chat_interval=0, overall_rate=0)
+    await channel.start(Inbox())
+    await channel.send(to(USER, TEXT))
+    with pytest.raises(DeliveryRetry) as caught:
+        await channel.send(to(USER, TEXT2))  # the same chat again within the hour
+    assert caught.value.retry_after == 3600
+    await channel.send(to(OTHER, TEXT2))
+    with pytest.raises(DeliveryRetry) as caught:
+        await channel.send(to(3, TEXT2))  # a third message within a second: overall rate 2
+    assert caught.value.retry_after == 1
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{fake.base_url}{TOKEN}/sendMessage", data={"chat_id": str(USER), "text": "x"}
+        )
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "3600"
+    assert response.json() == {
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 3600",
+        "parameters": {"retry_after": 3600},
+    }
+    assert fake.rate_limited == 3
+    assert fake.chat(USER).sent_texts() == [TEXT]
+    assert fake.chat(OTHER).sent_texts() == [TEXT2]
+    assert fake.chat(3).sent == []
 
 
 async def test_blocked_and_unknown_chats_are_refused(
