@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=120)
 MAX_BACKOFF = timedelta(minutes=5)
+# While a channel fails, one row is tried this often whatever its back-off, and the first
+# success makes every row waiting out a back-off due at once: service is back within
+# seconds of the platform, while a platform that stays down sees one request per probe.
+PROBE_EVERY = timedelta(seconds=4)
 WRITE_RETRY_START = 0.2  # seconds; while the database is unreachable, doubling up to...
 WRITE_RETRY_MAX = 2.0
 T = TypeVar("T")
@@ -52,19 +56,19 @@ def backoff(attempts: int) -> timedelta:
 
 
 def bundles(messages: list[ClaimedMessage]) -> list[list[ClaimedMessage]]:
-    """Group claimed messages into what is sent: non-critical first-attempt pages to the same
-    address travel together as one message; everything else alone. Order is kept (a group
-    goes where its first member was)."""
+    """Group claimed messages into what is sent: first-attempt pages to the same address,
+    claimed together, travel as one message (critical with critical, the rest together), so
+    a backlog after a storm or an outage reaches a responder many pages at a time instead of
+    one a second; a lone page, a repeat and everything else go alone. Order is kept (a group
+    goes where its first member was). Nothing is held back to make a bundle."""
     groups: list[list[ClaimedMessage]] = []
-    open_bundles: dict[tuple[str, str], list[ClaimedMessage]] = {}
+    open_bundles: dict[tuple[str, str, bool], list[ClaimedMessage]] = {}
     for message in messages:
-        bundleable = (
-            message.kind == "page" and message.priority < Priority.URGENT and not message.repeat
-        )
-        if not bundleable:
+        if message.kind != "page" or message.repeat:
             groups.append([message])
             continue
-        key = (message.recipient.channel, message.recipient.identity)
+        critical = message.priority >= Priority.URGENT
+        key = (message.recipient.channel, message.recipient.identity, critical)
         if key in open_bundles:
             open_bundles[key].append(message)
         else:
@@ -98,8 +102,10 @@ class OutboxSender:
         self._lease = lease
         self._batch = batch
         self._unavailable = unavailable  # tells "the database is unreachable" from other errors
-        # channel -> responder -> until when the platform asked us to wait for their chat
+        # channel -> responder -> until when the platform (or our pacing) holds their chat
         self._held: dict[str, dict[str, datetime]] = {}
+        # channel -> when it was last tried while failing (no success since a failure)
+        self._failing: dict[str, datetime] = {}
 
     @property
     def channel_names(self) -> list[str]:
@@ -143,15 +149,24 @@ class OutboxSender:
         claimed_total = delivered = 0
         while name in self._channels:
             now = self._clock.now()
+            held = self._held_responders(name, now)
             async with self._store.transaction() as tx:
-                claimed = await tx.outbox_claim(
-                    [name], now, self._lease, self._batch, self._held_responders(name, now)
-                )
+                claimed = await tx.outbox_claim([name], now, self._lease, self._batch, held)
+                if not claimed and self._probe_due(name, now):
+                    claimed = await tx.outbox_claim(
+                        [name], now, self._lease, 1, held, early=MAX_BACKOFF
+                    )
+                    self._failing[name] = now
             if not claimed:
                 break
             claimed_total += len(claimed)
             delivered += await self._deliver_all(claimed)
         return claimed_total, delivered
+
+    def _probe_due(self, channel: str, now: datetime) -> bool:
+        """True when ``channel`` is failing and was last tried ``PROBE_EVERY`` ago or more."""
+        last = self._failing.get(channel)
+        return last is not None and now - last >= PROBE_EVERY
 
     def _held_responders(self, channel: str, now: datetime) -> set[str]:
         """The responders whose chat on ``channel`` the platform is rate-limiting now."""
@@ -170,7 +185,15 @@ class OutboxSender:
         """Send one message (or one bundle of pages to one person) and record the outcome on
         every outbox row it carries. Only the rows marked ``sending`` right before the call
         can be left with an unknown outcome by a crash; the rest of a claimed batch is simply
-        claimed again."""
+        claimed again. A message our own pacing would hold (a platform's per-chat limit) is
+        put back untried, so it never waits out the pacing while marked as being sent."""
+        channel = self._channels[group[0].recipient.channel]
+        pacing = getattr(channel, "wait_before", None)
+        if pacing is not None:
+            wait = float(pacing(self._outbound(group)))
+            if wait > 0:
+                await self._hold(group, wait)
+                return 0
 
         async def attempting(tx: Transaction) -> set[str]:
             return await tx.outbox_attempting([(m.id, m.token) for m in group], self._clock.now())
@@ -180,27 +203,12 @@ class OutboxSender:
         if not group:
             return 0
         message = group[0]
-        channel = self._channels[message.recipient.channel]
-        if len(group) > 1:
-            text = f"{len(group)} pages:\n\n" + "\n\n".join(m.text for m in group)
-        elif message.repeat and message.kind == "page":
-            text = repeat_marked(message.text)
-        else:
-            text = message.text
-        outbound = OutboundMessage(
-            recipient=message.recipient,
-            text=text,
-            outbox_id=message.id,
-            repeat=message.repeat,
-            kind=message.kind,
-            priority=message.priority,
-            choices=message.choices,
-            delete_ids=message.delete_ids,
-            to_defender=message.to_defender,
-        )
+        outbound = self._outbound(group)
         try:
             delivered = await channel.send(outbound)
         except DeliveryRetry as exc:
+            if exc.retry_after is None:  # the platform failed (not a rate limit): probe it
+                self._failing.setdefault(channel.name, self._clock.now())
             if exc.retry_after and message.responder is not None:
                 until = self._clock.now() + timedelta(seconds=exc.retry_after)
                 self._held.setdefault(message.recipient.channel, {})[message.responder] = until
@@ -249,14 +257,58 @@ class OutboxSender:
             log.exception("outbox.channel_error id=%s channel=%s", message.id, channel.name)
             return 0
         ids = delivered.message_ids if delivered is not None else ()
+        recovered = self._failing.pop(channel.name, None) is not None
 
-        async def sent(tx: Transaction) -> None:
+        async def sent(tx: Transaction) -> int:
             for row in group:
                 if not await tx.outbox_sent(row.id, row.token, self._clock.now(), ids):
                     log.warning("outbox.claim_lost id=%s (a repeat may follow)", row.id)
+            return await tx.outbox_hurry(channel.name, self._clock.now()) if recovered else 0
 
-        await self._write(sent)
+        hurried = await self._write(sent)
+        if recovered:
+            log.warning("outbox.channel_back channel=%s hurried=%s", channel.name, hurried)
         return len(group)
+
+    @staticmethod
+    def _outbound(group: list[ClaimedMessage]) -> OutboundMessage:
+        """What the platform is handed for ``group``: one message, a repeat marked as such,
+        or one bundle listing several pages (a case once, even when two of its steps are in
+        the bundle, e.g. both came due while the process was down)."""
+        message = group[0]
+        texts = list({m.case_id or m.id: m.text for m in reversed(group)}.values())[::-1]
+        if len(texts) > 1:
+            text = f"{len(texts)} pages:\n\n" + "\n\n".join(texts)
+        elif len(group) > 1:
+            text = texts[0]
+        elif message.repeat and message.kind == "page":
+            text = repeat_marked(message.text)
+        else:
+            text = message.text
+        return OutboundMessage(
+            recipient=message.recipient,
+            text=text,
+            outbox_id=message.id,
+            repeat=message.repeat,
+            kind=message.kind,
+            priority=message.priority,
+            choices=message.choices,
+            delete_ids=message.delete_ids,
+            to_defender=message.to_defender,
+        )
+
+    async def _hold(self, group: list[ClaimedMessage], wait: float) -> None:
+        """Put ``group`` back untried for ``wait`` seconds, and leave its responder's other
+        rows unclaimed meanwhile (they would be held the same way)."""
+        until = self._clock.now() + timedelta(seconds=wait)
+        responder = group[0].responder
+        if responder is not None:
+            self._held.setdefault(group[0].recipient.channel, {})[responder] = until
+
+        async def release(tx: Transaction) -> None:
+            await tx.outbox_release([(m.id, m.token) for m in group], until)
+
+        await self._write(release)
 
     async def _write(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``work`` in a transaction; while the database is unreachable, wait and run it

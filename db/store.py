@@ -967,13 +967,16 @@ class Transaction:
         lease: timedelta,
         limit: int = 20,
         skip_responders: Collection[str] = (),
+        early: timedelta = timedelta(0),
     ) -> list[ClaimedMessage]:
         """Claim up to ``limit`` due messages, most urgent first, under a lease.
 
         Order: priority (highest first); within a priority, pages before everything else (so
         a critical page goes before the replies, relays and notices of the same priority);
         then oldest first. Rows for a responder in ``skip_responders`` (whose chat the
-        platform is rate-limiting right now) are left for a later claim.
+        platform is rate-limiting right now) are left for a later claim. With ``early``, a
+        pending row whose back-off ends within ``early`` counts as due too (the sender's probe
+        of a channel that was failing: is the platform back?).
 
         Claimed rows are ``claimed``: nothing has been tried yet. The sender marks each one
         ``sending`` (:meth:`outbox_attempting`) just before handing it to the platform. A row
@@ -983,6 +986,16 @@ class Transaction:
         whose repeat's outcome is unknown too is marked failed, never sent a third time.
         """
         due = self._due(channels, now)
+        if early:
+            due = or_(
+                due,
+                and_(
+                    UNFINISHED,
+                    Outbox.channel.in_(list(channels)),
+                    Outbox.state == "pending",
+                    Outbox.next_attempt_at <= to_millis(now + early),
+                ),
+            )
         if skip_responders:
             due = and_(
                 due,
@@ -1118,6 +1131,35 @@ class Transaction:
             row.state = "sending"
             ours.add(message_id)
         return ours
+
+    async def outbox_release(self, claims: Sequence[tuple[str, str]], at: datetime) -> None:
+        """Put claimed rows (id, token) that were never tried back to ``pending`` until
+        ``at``: the claim does not count as an attempt and nothing about their outcome is
+        unknown (our own pacing held them before any platform call)."""
+        for message_id, token in claims:
+            row = await self._s.get(Outbox, message_id)
+            if row is None or row.state != "claimed" or row.claim_token != token:
+                continue
+            row.state = "pending"
+            row.next_attempt_at = to_millis(at)
+            row.lease_until = None
+            row.attempts = max(0, row.attempts - 1)
+
+    async def outbox_hurry(self, channel: str, now: datetime) -> int:
+        """Make every pending row of ``channel`` that waits out a back-off after a failed
+        attempt due now (the platform is back: a success just came); return how many."""
+        result = await self._s.execute(
+            update(Outbox)
+            .where(
+                Outbox.channel == channel,
+                Outbox.state == "pending",
+                Outbox.last_error.is_not(None),
+                Outbox.next_attempt_at > to_millis(now),
+            )
+            .values(next_attempt_at=to_millis(now))
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def _claimed(self, message_id: str, token: str) -> Outbox | None:
         row = await self._s.get(Outbox, message_id)

@@ -259,9 +259,8 @@ class _RateLimiter:
         self._next: dict[int, float] = {}
         self._recent: deque[float] = deque()
 
-    def reserve(self, chat_id: int, count: int, now: float) -> float | None:
-        """Take ``count`` slots for ``chat_id`` and return None, or return the seconds until
-        they would be free (and take nothing)."""
+    def wait(self, chat_id: int, count: int, now: float) -> float:
+        """Seconds until ``count`` slots for ``chat_id`` are free (0: now); takes nothing."""
         wait = 0.0
         if self._interval > 0:
             wait = max(wait, self._next.get(chat_id, 0.0) - now)
@@ -272,6 +271,12 @@ class _RateLimiter:
             excess = len(self._recent) + need - self._rate
             if excess > 0:
                 wait = max(wait, self._recent[excess - 1] + 1.0 - now)
+        return wait
+
+    def reserve(self, chat_id: int, count: int, now: float) -> float | None:
+        """Take ``count`` slots for ``chat_id`` and return None, or return the seconds until
+        they would be free (and take nothing)."""
+        wait = self.wait(chat_id, count, now)
         if wait > 0:
             return wait
         if self._interval > 0:
@@ -779,6 +784,18 @@ class TelegramChannel:
                     _error_name(exc),
                 )
             raise outcome from None
+
+    def wait_before(self, message: OutboundMessage) -> float:
+        """Seconds until our own pacing of Telegram's limits (one message a second per chat,
+        30 a second overall) lets ``message`` go; 0 when it may go now. Takes no slot: the
+        outbox asks before it marks a row as being sent, so that a row only ever waits out
+        the pacing while it is certainly not on its way."""
+        try:
+            chat_id = int(message.recipient.identity)
+        except ValueError:
+            return 0.0  # send() refuses it
+        parts = _split_text(message.text) if message.text else []
+        return self._limiter.wait(chat_id, len(parts), time.monotonic()) if parts else 0.0
 
     async def _send(self, message: OutboundMessage) -> Delivered:
         application = self._application

@@ -152,6 +152,14 @@ class Transaction(Protocol):
         return the ids still held by these claims."""
         ...
 
+    async def outbox_release(self, claims: Sequence[tuple[str, str]], at: datetime) -> None:
+        """Put claimed, never-tried rows back to pending until ``at`` (not an attempt)."""
+        ...
+
+    async def outbox_hurry(self, channel: str, now: datetime) -> int:
+        """Make the rows of ``channel`` waiting out a back-off due now; return how many."""
+        ...
+
     async def shred_closed_cases(self, closed_before: datetime, limit: int = 100) -> int:
         """Crypto-shred cases resolved before ``closed_before`` (key, details, note, entries
         destroyed; the row stays as a record that a case existed)."""
@@ -298,11 +306,13 @@ class Transaction(Protocol):
         lease: timedelta,
         limit: int = 20,
         skip_responders: Collection[str] = (),
+        early: timedelta = timedelta(0),
     ) -> list[ClaimedMessage]:
         """Claim up to ``limit`` due messages, most urgent first, under a lease.
 
         Order: priority (highest first); within a priority, pages first; then oldest first.
-        Rows for a responder in ``skip_responders`` (rate-limited right now) are left.
+        Rows for a responder in ``skip_responders`` (rate-limited right now) are left. With
+        ``early``, pending rows whose back-off ends within ``early`` count as due (a probe).
 
         A row found in ``sending`` past its lease was being sent when a process died: its
         outcome is unknown, so it is claimed once more as a repeat; a row whose repeat's
