@@ -110,9 +110,9 @@ def pages_to(api: FakeSignalApi, number: str, start: int = 0) -> list[tuple[str,
     for body, at in zip(api.sent[start:], api.sent_at[start:], strict=True):
         if body.get("recipients") != [number]:
             continue
-        match = PAGE.match(str(body.get("message", "")).split("\n")[0])
-        if match:
-            found.append((match.group(1), bool(match.group(2)), at))
+        for line in str(body.get("message", "")).split("\n"):  # a bundle lists several
+            if match := PAGE.match(line):
+                found.append((match.group(1), bool(match.group(2)), at))
     return found
 
 

@@ -118,24 +118,28 @@ class Accepted:
 
 
 def accepted(telegram: FakeBotApi) -> list[Accepted]:
-    """Every message the fake accepted, in the order it accepted them."""
+    """Every message the fake accepted, in the order it accepted them; a bundle of critical
+    pages counts once per page (all accepted at the same moment)."""
     events = []
     for chat in telegram.chats.values():
         for sent in chat.sent:
-            match = PAGE.match(sent.text.split("\n")[0]) if chat.chat_id in RESPONDERS else None
-            events.append(
-                Accepted(sent.accepted_at, chat.chat_id, match is not None, match and match[1])
-            )
+            refs = page_refs(sent.text) if chat.chat_id in RESPONDERS else []
+            if not refs:
+                events.append(Accepted(sent.accepted_at, chat.chat_id, False, None))
+            for ref in refs:
+                events.append(Accepted(sent.accepted_at, chat.chat_id, True, ref))
     return sorted(events, key=lambda e: e.at)
+
+
+def page_refs(text: str) -> list[str]:
+    """The case references of the critical pages in one message (a bundle lists several)."""
+    return [match[1] for line in text.split("\n") if (match := PAGE.match(line))]
 
 
 def critical_count(telegram: FakeBotApi) -> int:
     """How many critical pages the responders got so far."""
     return sum(
-        1
-        for chat_id in RESPONDERS
-        for sent in telegram.chat(chat_id).sent
-        if sent.text.startswith("CRITICAL case ")
+        len(page_refs(sent.text)) for chat_id in RESPONDERS for sent in telegram.chat(chat_id).sent
     )
 
 

@@ -2,10 +2,14 @@
 same figures, with the machine, as JSON.
 
     .venv/bin/python bench/run_all.py [--quick] [--out bench/results/latest.json] [--no-ptb]
+                                      [--pg-url URL]
 
 Targets are those of issue 7; "n/a" where a figure is not measured here. ``--quick`` uses
-small sizes (well under a minute); the full run takes a few minutes (the escalation benchmark
-runs in real time: 1,000 and 10,000 open cases, dues spread over 30 s each).
+small sizes (a few minutes); the full run takes longer (the escalation benchmark runs in real
+time: 1,000 and 10,000 open cases, dues spread over 30 s each; the tick benchmark builds
+100,000 open cases). The two-instance figure needs PostgreSQL: ``--pg-url``, else
+``INTAKE_TEST_PG_URL``, else a throw-away server started with ``.ci/postgres.sh`` (Debian's
+``postgresql`` binaries) and stopped at the end.
 """
 
 from __future__ import annotations
@@ -19,15 +23,32 @@ import logging
 import os
 import platform
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bench_escalation, bench_intake, bench_paths, bench_signal, bench_telegram
+from bench import (
+    bench_escalation,
+    bench_instances,
+    bench_intake,
+    bench_paths,
+    bench_restart,
+    bench_scale,
+    bench_signal,
+    bench_storm,
+    bench_telegram,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_PG_PORT = "54339"
 
 SIZES = {
     "quick": {
@@ -36,6 +57,10 @@ SIZES = {
         "signal_messages": 200,
         "intake_users": 10,
         "escalation": [(1_000, 100, 20, 2.0, 3.0)],  # open, due, sos, lead s, spread s
+        "conversations": bench_scale.SIZES["quick"].conversations,
+        "open_cases": bench_scale.SIZES["quick"].open_cases,
+        "overdue": 100,
+        "storm": 40,
     },
     "full": {
         "paths_defenders": 200,
@@ -43,6 +68,10 @@ SIZES = {
         "signal_messages": 1000,
         "intake_users": 40,
         "escalation": [(1_000, 1_000, 100, 10.0, 30.0), (10_000, 1_000, 100, 10.0, 30.0)],
+        "conversations": bench_scale.SIZES["full"].conversations,
+        "open_cases": bench_scale.SIZES["full"].open_cases,
+        "overdue": 500,
+        "storm": 1000,
     },
 }
 
@@ -58,6 +87,30 @@ def run(what: str, coroutine: Any, log: list[str]) -> Any:
     return result
 
 
+@contextlib.contextmanager
+def postgresql(url: str | None) -> Iterator[str | None]:
+    """Yield a PostgreSQL URL: ``url``, or a throw-away server's (None if none can start)."""
+    if url:
+        yield url
+        return
+    directory = tempfile.mkdtemp(prefix="intake-bench-pg-")
+    script = str(ROOT / ".ci" / "postgres.sh")
+    env = {**os.environ, "INTAKE_TEST_PG_PORT": BENCH_PG_PORT}
+    started = subprocess.run(
+        [script, "start", directory], capture_output=True, text=True, env=env, check=False
+    )
+    if started.returncode != 0:
+        print(f"no PostgreSQL for the two-instance figure: {started.stderr.strip()[-200:]}")
+        shutil.rmtree(directory, ignore_errors=True)
+        yield None
+        return
+    try:
+        yield started.stdout.strip().split("=", 1)[1]
+    finally:
+        subprocess.run([script, "stop", directory], env=env, check=False, capture_output=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def status(value: float | None, limit: float | None, higher_is_better: bool) -> str:
     """ok / MISS / n/a."""
     if value is None or limit is None:
@@ -71,6 +124,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (< 1 minute)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/latest.json"))
     parser.add_argument("--no-ptb", action="store_true", help="skip the PTB baseline")
+    parser.add_argument("--pg-url", help="PostgreSQL server for the two-instance figure")
     arguments = parser.parse_args()
     sizes = SIZES["quick" if arguments.quick else "full"]
     logging.basicConfig(level=logging.CRITICAL)
@@ -94,6 +148,15 @@ def main() -> None:
             f"bench_escalation --open {open_cases}",
             bench_escalation.main(open_cases, due, None, sos, lead, spread),
             log,
+        )
+    scale = run("bench_scale", bench_scale.main(quick=arguments.quick), log)
+    restart = run("bench_restart", bench_restart.main(sizes["overdue"]), log)
+    storm = run("bench_storm", bench_storm.main(sizes["storm"]), log)
+    with postgresql(arguments.pg_url or os.environ.get("INTAKE_TEST_PG_URL")) as url:
+        instances = (
+            run("bench_instances", bench_instances.measure(url, arguments.quick), log)
+            if url
+            else {}
         )
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -140,8 +203,50 @@ def main() -> None:
     row("Signal send p99", signal["send_p99_ms"], "ms")
     row("Signal send msg/s", signal["send_per_s"], "/s")
     row("Signal receive (websocket) p99", signal["receive_ws_p99_ms"], "ms")
-    row("memory, 10,000 conversations", None, "MB", 150, target="≤150 MB")
-    row("overdue steps sent after restart", None, "s", 2, target="≤2 s")
+    conversations = sizes["conversations"]
+    row(
+        f"memory, {conversations:,} conversations (RSS)",
+        scale.get("rss_10k_conversations_mb"),
+        "MB",
+        150,
+    )
+    row("memory per conversation", scale.get("rss_per_conversation_kb"), "KB")
+    small, large = sizes["open_cases"]
+    row(f"tick p50, nothing due, {small:,} open", scale.get("tick_idle_p50_ms_1k"), "ms")
+    row(f"tick p50, nothing due, {large:,} open", scale.get("tick_idle_p50_ms_100k"), "ms")
+    row(f"tick p50, 100 due, {small:,} open", scale.get("tick_due_p50_ms_1k"), "ms")
+    row(f"tick p50, 100 due, {large:,} open", scale.get("tick_due_p50_ms_100k"), "ms")
+    row(
+        f"tick cost {large:,}/{small:,} open (100 due)",
+        scale.get("tick_ratio_100k_over_1k"),
+        "x",
+        1.5,
+        target="flat (≤1.5x)",
+    )
+    row(f"watchdog {large:,}/{small:,} open", scale.get("watchdog_ratio_100k_over_1k"), "x")
+    overdue, storm_size = sizes["overdue"], sizes["storm"]
+    row(f"kill -9, restart: {overdue} overdue steps all sent", restart.get("all_sent_s"), "s", 2)
+    row("kill -9, restart: first overdue step sent", restart.get("first_page_s"), "s")
+    row("kill -9, restart: overdue pages counted right", restart.get("count_ok"), "", 1, True)
+    row(
+        f"{storm_size} SOS at 30 msg/s: all critical pages out",
+        storm.get("critical_all_out_s"),
+        "s",
+    )
+    row(
+        f"{storm_size} SOS: lower tier sent before critical",
+        storm.get("lower_before_critical"),
+        "",
+        0,
+    )
+    row(f"{storm_size} SOS: every defender told (p99)", storm.get("confirmation_p99_s"), "s")
+    if instances:
+        row("webhook steps/s, 1 instance (PostgreSQL)", instances["one_steps_per_s"], "/s")
+        row("webhook steps/s, 2 instances (PostgreSQL)", instances["two_steps_per_s"], "/s")
+        row("2 instances / 1", instances["ratio_steps_per_s"], "x", 1.6, True)
+        row("2 instances / 1, as the CPU allows", instances["ratio_cpu_bound"], "x")
+    else:
+        row("2 instances / 1", None, "x", 1.6, True)
     row("(info) peak RSS of this whole run", peak_rss_mb, "MB")
 
     width = max(len(r[0]) for r in rows)
@@ -176,6 +281,10 @@ def main() -> None:
             "intake": intake,
             "signal": signal,
             "escalation": {str(k): v for k, v in escalation.items()},
+            "scale": scale,
+            "restart": restart,
+            "storm": storm,
+            "instances": instances,
             "peak_rss_mb": peak_rss_mb,
         },
         "printout": log,
