@@ -51,6 +51,8 @@ TICK_SECONDS = 1.0
 # Sweeps whose timers need no second precision (draft expiry, automatic trusted-contact
 # alerts, retention) run at most this often; what is due is always read from the rows.
 SWEEP_EVERY = timedelta(seconds=60)
+TICK_CHUNK = 50  # escalation steps per transaction
+TICK_MAX_CHUNKS = 50  # per tick; the next tick (a second later) goes on
 WATCHDOG_OVERDUE_AFTER = timedelta(seconds=30)  # a due step later than this: the tick stalled
 DB_RETRY_START = 0.2  # seconds; while the database is unreachable, doubling up to...
 DB_RETRY_MAX = 2.0
@@ -295,8 +297,18 @@ class App:
         come, and wake the sender; return how many steps fired."""
         now = self.clock.now()
         async with self.store.transaction() as tx:
-            fired = await self.paging.tick(tx, now)
+            fired = chunk = await self.paging.tick(tx, now, TICK_CHUNK, rounds=1)
             fired += await self.safety.tick(tx, now)
+        # A backlog (hundreds of steps overdue after downtime, or a ladder catching up step
+        # by step) is committed a chunk at a time, the sender woken after each: the first
+        # pages go out while the rest fire.
+        for _ in range(TICK_MAX_CHUNKS):
+            if not chunk:
+                break
+            self.wake()
+            async with self.store.transaction() as tx:
+                chunk = await self.paging.tick(tx, now, TICK_CHUNK, rounds=1)
+            fired += chunk
         if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
             async with self.store.transaction() as tx:
                 await self.conversations.expire_drafts(tx, now)

@@ -158,14 +158,15 @@ class PagingService:
         log.warning("case.raised case=%s to=%s", case.id, higher)
         await self.start(tx, await tx.case_by_id(case.id), now)
 
-    async def tick(self, tx: Transaction, now: datetime, limit: int = 50) -> int:
-        """Advance every escalation whose wait ran out; return how many steps fired.
+    async def tick(self, tx: Transaction, now: datetime, limit: int = 50, rounds: int = 50) -> int:
+        """Advance escalations whose wait ran out, ``limit`` at a time for up to ``rounds``
+        rounds; return how many steps fired (fewer than ``limit`` in a round: none is left).
 
         Each overdue step fires exactly once: the new due time counts from when the step
-        was due, so after downtime the ladder catches up step by step within this tick.
+        was due, so after downtime the ladder catches up step by step.
         """
         fired = 0
-        for _ in range(limit):
+        for _ in range(rounds):
             due = await tx.escalations_due(now, limit)
             if not due:
                 break
