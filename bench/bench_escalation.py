@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import tempfile
 import time
@@ -29,6 +30,8 @@ from db.crypto import ensure_development_keyring
 from db.models import Escalation
 from tests.harness import TEST_CONFIG, write_config
 
+PAGE_HEADER = re.compile(r"^[A-Z]+ case ([A-Z0-9]{4})(?: \(repeat\))?$", re.MULTILINE)
+
 
 class TimingDevice:
     """Records when each page arrived, by recipient and case reference."""
@@ -39,9 +42,9 @@ class TimingDevice:
         self.arrivals: dict[tuple[str, str], float] = {}
 
     async def send(self, message: OutboundMessage) -> Delivered:
-        if message.kind == "page":
-            ref = message.text.split("\n")[0].rsplit(" ", 1)[-1]
-            self.arrivals.setdefault((message.recipient.identity, ref), time.time())
+        if message.kind == "page":  # a bundle lists several pages, one header line each
+            for ref in PAGE_HEADER.findall(message.text):
+                self.arrivals.setdefault((message.recipient.identity, ref), time.time())
         return Delivered()
 
 

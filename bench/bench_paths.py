@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import sys
 import tempfile
@@ -33,6 +34,8 @@ from bot.core.clock import FakeClock
 from bot.core.messages import Address, InboundMessage
 from db.crypto import ensure_development_keyring
 from tests.harness import TEST_CONFIG, RecordingChannel, write_config
+
+CRITICAL = re.compile(r"^CRITICAL case ([A-Z0-9]{4})$", re.MULTILINE)  # one line per page
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -91,9 +94,7 @@ async def main(defenders: int, url: str | None) -> dict[str, float | int | str]:
             start = time.perf_counter()
             sent = await app.drain()
             drain = time.perf_counter() - start
-            refs = sorted(
-                {m.text.split("\n")[0][-4:] for m in channel.sent if m.text.startswith("CRITICAL")}
-            )
+            refs = sorted({ref for m in channel.sent for ref in CRITICAL.findall(m.text)})
             channel.sent.clear()
             half = refs[: len(refs) // 2]
             acks = [await say("alice", f"ack {ref}") for ref in half]
