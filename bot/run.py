@@ -73,8 +73,9 @@ async def run_service(
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); return the exit code.
 
-    Start order: keys → database (migrated) → recovery of stored-but-unprocessed messages and
-    overdue escalations → tick, watchdog and sender → channels. On PostgreSQL a channel that
+    Start order: keys → database (migrated) → recovery of stored-but-unprocessed messages →
+    tick, watchdog and sender → channels → the first tick (overdue escalations fire while the
+    channels already send what each committed chunk queued). On PostgreSQL a channel that
     only one instance may run starts when this instance wins its advisory lock, and another
     instance takes over within seconds if this one dies. Stop order is the reverse: channels
     stop receiving first (finishing and confirming the message in hand), then everything due
@@ -99,8 +100,6 @@ async def run_service(
     leaderships: list[Leadership] = []
     try:
         recovered = await app.recover()
-        fired = await app.tick()
-        log.info("run.resumed recovered=%s fired=%s", recovered, fired)
         app.start_background()
         for name, channel in channels.items():
             if needs_leader(config, name) and uses_lock(config.database.url):
@@ -109,8 +108,10 @@ async def run_service(
             await channel.start(app.receive)
             started.append(channel)
             log.info("run.channel_started channel=%s", name)
-        # What recovery and the first tick queued (e.g. steps that came due while no process
-        # ran) goes out now, not at the senders' first one-second wake-up.
+        # Steps that came due while no process ran fire now, a chunk at a time, each chunk's
+        # pages going out while the next fires; what recovery queued goes out at once too.
+        fired = await app.tick()
+        log.info("run.resumed recovered=%s fired=%s", recovered, fired)
         app.wake()
         log.info("run.ready channels=%s", ",".join(channels))
         await stop.wait()
