@@ -297,7 +297,7 @@ class App:
         come, and wake the sender; return how many steps fired."""
         now = self.clock.now()
         async with self.store.transaction() as tx:
-            fired = chunk = await self.paging.tick(tx, now, TICK_CHUNK, rounds=1)
+            fired = chunk = await self.paging.tick(tx, now, TICK_CHUNK)
             fired += await self.safety.tick(tx, now)
         # A backlog (hundreds of steps overdue after downtime, or a ladder catching up step
         # by step) is committed a chunk at a time, the sender woken after each: the first
@@ -307,7 +307,7 @@ class App:
                 break
             self.wake()
             async with self.store.transaction() as tx:
-                chunk = await self.paging.tick(tx, now, TICK_CHUNK, rounds=1)
+                chunk = await self.paging.tick(tx, now, TICK_CHUNK)
             fired += chunk
         if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
             async with self.store.transaction() as tx:

@@ -127,6 +127,11 @@ class PagingService:
         decision = escalation.start(policy, self.directory.reachable, now, self._targets)
         await self._apply(tx, case, decision, now, note)
 
+    def _due_to_raise(self, case: CaseView, now: datetime) -> bool:
+        """True when ``case`` has waited untaken past its tier's ``raise_after``."""
+        raise_at = self._raise_at(case)
+        return raise_at is not None and now >= raise_at
+
     def _raise_at(self, case: CaseView) -> datetime | None:
         """When an untaken case of a tier with ``raise_after`` is raised to the next tier."""
         after = getattr(self._policies[case.tier], "raise_after", None)
@@ -158,34 +163,24 @@ class PagingService:
         log.warning("case.raised case=%s to=%s", case.id, higher)
         await self.start(tx, await tx.case_by_id(case.id), now)
 
-    async def tick(self, tx: Transaction, now: datetime, limit: int = 50, rounds: int = 50) -> int:
-        """Advance escalations whose wait ran out, ``limit`` at a time for up to ``rounds``
-        rounds; return how many steps fired (fewer than ``limit`` in a round: none is left).
+    async def tick(self, tx: Transaction, now: datetime, limit: int = 50) -> int:
+        """Advance up to ``limit`` escalations whose wait ran out, one step each; return how
+        many steps fired (0: none is due).
 
         Each overdue step fires exactly once: the new due time counts from when the step
-        was due, so after downtime the ladder catches up step by step.
+        was due, so after downtime the caller's next call fires the ladder's next step.
         """
         fired = 0
-        for _ in range(rounds):
-            due = await tx.escalations_due(now, limit)
-            if not due:
-                break
-            for state in due:
-                assert state.next_due_at is not None
-                case = await tx.case_by_id(state.case_id)
-                if state.state == "acked":
-                    await self._ack_timed_out(tx, case, state, now)
-                    fired += 1
-                    continue
-                raise_at = self._raise_at(case)
-                if case.status == "open" and raise_at is not None and now >= raise_at:
-                    await self._raise(tx, case, now)
-                    fired += 1
-                    continue
-                if state.state == "queued":
-                    await self.start(tx, case, now)  # the hours opened: page, or queue again
-                    fired += 1
-                    continue
+        for state in await tx.escalations_due(now, limit):
+            assert state.next_due_at is not None
+            case = await tx.case_by_id(state.case_id)
+            if state.state == "acked":
+                await self._ack_timed_out(tx, case, state, now)
+            elif case.status == "open" and self._due_to_raise(case, now):
+                await self._raise(tx, case, now)
+            elif state.state == "queued":
+                await self.start(tx, case, now)  # the hours opened: page, or queue again
+            else:
                 decision = escalation.advance(
                     self._policies[state.tier],
                     escalation.Position(state.loop, state.step),
@@ -194,7 +189,7 @@ class PagingService:
                     self._targets,
                 )
                 await self._apply(tx, case, decision, now)
-                fired += 1
+            fired += 1
         return fired
 
     async def _ack_timed_out(

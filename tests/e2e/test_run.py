@@ -4,22 +4,20 @@ the fake signal-cli-rest-api, stopped with kill -9 in the middle of an escalatio
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bench.chaos import start_run
 from db.crypto import create_keyring
 from tests.databases import default_url
 from tests.fakes.signal_api import ACCOUNT, FakeSignalApi
 from tests.fakes.telegram_api import TOKEN, FakeBotApi
 
-ROOT = Path(__file__).resolve().parents[2]
 ALICE = "+4915550001"  # on Signal
 BOB = 222000222  # on Telegram
 DEFENDER = 777000777  # writes on Telegram
@@ -76,27 +74,6 @@ async def until(condition: Callable[[], object], timeout: float, what: str) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
-
-
-async def start_run(config: Path, log: Path) -> asyncio.subprocess.Process:
-    """Start `intake run -c config` with its stderr appended to ``log``."""
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "run",
-            "-c",
-            str(config),
-            cwd=ROOT,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=fd,
-            env={k: v for k, v in os.environ.items() if k != "INTAKE_MASTER_KEY"},
-        )
-    finally:
-        os.close(fd)
 
 
 def pages(signal_api: FakeSignalApi, telegram: FakeBotApi) -> list[tuple[str, str]]:
